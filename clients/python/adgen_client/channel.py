@@ -1,0 +1,61 @@
+"""gRPC channels with the message limits and keepalive the AdGen servers are configured for."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import grpc
+from grpc import aio
+
+# Images travel as raw bytes; a 4-variant ad at 1080×1920 PNG passes the 4 MiB default.
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+# Retry only UNAVAILABLE (the server never started the work); never DEADLINE_EXCEEDED,
+# because image generation is not idempotent.
+_SERVICE_CONFIG = {
+    "methodConfig": [
+        {
+            "name": [{}],
+            "retryPolicy": {
+                "maxAttempts": 3,
+                "initialBackoff": "0.2s",
+                "maxBackoff": "2s",
+                "backoffMultiplier": 2,
+                "retryableStatusCodes": ["UNAVAILABLE"],
+            },
+        }
+    ]
+}
+
+
+def grpc_options(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, *, server: bool = False) -> list[tuple[str, Any]]:
+    """Channel or server options; servers and clients must agree on the message limits."""
+    options: list[tuple[str, Any]] = [
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+    ]
+    if server:
+        # Accept client keepalive pings every 10 s, so idle channels are not sent GOAWAY.
+        options += [
+            ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+            ("grpc.keepalive_permit_without_calls", 1),
+        ]
+    else:
+        options += [
+            ("grpc.keepalive_time_ms", 30_000),
+            ("grpc.keepalive_timeout_ms", 10_000),
+            ("grpc.enable_retries", 1),
+            ("grpc.service_config", json.dumps(_SERVICE_CONFIG)),
+        ]
+    return options
+
+
+def create_channel(target: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> grpc.Channel:
+    """A blocking channel to an AdGen server (plaintext; put TLS in front for the internet)."""
+    return grpc.insecure_channel(target, options=grpc_options(max_message_bytes))
+
+
+def create_aio_channel(target: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> aio.Channel:
+    """An asyncio channel to an AdGen server."""
+    return aio.insecure_channel(target, options=grpc_options(max_message_bytes))

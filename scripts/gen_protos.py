@@ -1,0 +1,74 @@
+"""Regenerates the committed Python stubs in gen/python from protos/ (run `make protos`).
+
+The stubs are committed so that a plain `pip install` of the repository needs no protoc;
+`make check-protos` regenerates them into a scratch directory and fails on any drift.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+from importlib import resources
+from pathlib import Path
+
+from grpc_tools import protoc
+
+ROOT = Path(__file__).resolve().parent.parent
+PROTO_ROOT = ROOT / "protos"
+DEFAULT_OUT = ROOT / "gen" / "python"
+
+
+def generate(out_dir: Path) -> None:
+    """Runs protoc with the message, gRPC and typing plugins into ``out_dir``."""
+    protos = sorted(str(p.relative_to(PROTO_ROOT)) for p in PROTO_ROOT.rglob("*.proto"))
+    well_known = str(resources.files("grpc_tools") / "_proto")
+    bin_dir = Path(sys.executable).parent
+    args = [
+        "grpc_tools.protoc",
+        f"-I{PROTO_ROOT}",
+        f"-I{well_known}",
+        f"--plugin=protoc-gen-mypy={bin_dir / 'protoc-gen-mypy'}",
+        f"--plugin=protoc-gen-mypy_grpc={bin_dir / 'protoc-gen-mypy_grpc'}",
+        f"--python_out={out_dir}",
+        f"--grpc_python_out={out_dir}",
+        f"--mypy_out={out_dir}",
+        f"--mypy_grpc_out={out_dir}",
+        *protos,
+    ]
+    if protoc.main(args) != 0:
+        raise SystemExit("protoc failed")
+    for package in {out_dir / Path(p).parent for p in protos} | {out_dir / "adgen"}:
+        for directory in [package, *package.parents]:
+            if directory == out_dir or not directory.is_relative_to(out_dir):
+                break
+            (directory / "__init__.py").touch()
+    (out_dir / "adgen" / "py.typed").touch()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--check", action="store_true", help="fail if gen/python is stale")
+    options = parser.parse_args()
+    if not options.check:
+        shutil.rmtree(DEFAULT_OUT / "adgen", ignore_errors=True)
+        DEFAULT_OUT.mkdir(parents=True, exist_ok=True)
+        generate(DEFAULT_OUT)
+        return
+    with tempfile.TemporaryDirectory() as scratch:
+        generate(Path(scratch))
+        fresh = {p.relative_to(scratch): p.read_bytes() for p in Path(scratch).rglob("*") if p.is_file()}
+        committed = {
+            p.relative_to(DEFAULT_OUT): p.read_bytes()
+            for p in (DEFAULT_OUT / "adgen").rglob("*")
+            if p.is_file() and "__pycache__" not in p.parts
+        }
+        stale = sorted(str(p) for p in fresh.keys() | committed.keys() if fresh.get(p) != committed.get(p))
+        if stale:
+            raise SystemExit("gen/python is stale; run `make protos`:\n  " + "\n  ".join(stale))
+        print(f"gen/python matches protos/ ({len(fresh)} files)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""Server interceptors: request ids and logging, and the one place errors become statuses."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+from grpc import aio
+from grpc_interceptor import AsyncServerInterceptor
+from grpc_interceptor.exception_to_status import AsyncExceptionToStatusInterceptor
+
+from adgen_runtime import Context
+from adgen_runtime.errors import AdGenError, internal_error
+from adgen_runtime.logs import current_request_id, request_id_var
+
+_LOGGER = logging.getLogger(__name__)
+
+REQUEST_ID_METADATA_KEY = "x-request-id"
+
+
+class RequestContextInterceptor(AsyncServerInterceptor):
+    """Gives every call a request id (the caller's `x-request-id`, or a new one) and logs it.
+
+    The id is echoed in the initial metadata and tagged on every log line of the call.
+    """
+
+    async def intercept(
+        self, method: Callable[..., Any], request_or_iterator: Any, context: Context, method_name: str
+    ) -> Any:
+        incoming = dict(context.invocation_metadata() or ())
+        request_id = str(incoming.get(REQUEST_ID_METADATA_KEY) or uuid.uuid4().hex)
+        request_id_var.set(request_id)
+        await context.send_initial_metadata(((REQUEST_ID_METADATA_KEY, request_id),))
+        _LOGGER.info("call %s", method_name)
+        started = time.perf_counter()
+        response_or_iterator = method(request_or_iterator, context)
+        if hasattr(response_or_iterator, "__aiter__"):
+            return response_or_iterator
+        try:
+            return await response_or_iterator
+        finally:
+            _LOGGER.info("done %s in %.3fs", method_name, time.perf_counter() - started)
+
+
+class ErrorInterceptor(AsyncExceptionToStatusInterceptor):
+    """Turns domain errors into rich `google.rpc.Status`; anything else becomes a generic INTERNAL.
+
+    Internal text never reaches callers: unexpected exceptions are logged with their
+    traceback under the request id, and the caller gets only that id.
+    """
+
+    async def handle_exception(
+        self, ex: Exception, request_or_iterator: Any, context: Context, method_name: str
+    ) -> NoReturn:
+        if isinstance(ex, aio.AbortError):
+            raise ex  # The handler already set the status itself.
+        if isinstance(ex, AdGenError):
+            _LOGGER.info("%s failed: %s %s", method_name, ex.code.name, ex.message)
+            await context.abort_with_status(ex.to_status())
+        _LOGGER.exception("%s failed unexpectedly", method_name)
+        await context.abort_with_status(internal_error(current_request_id()).to_status())
+        raise AssertionError("unreachable: abort_with_status raises")
+
+
+def server_interceptors() -> list[aio.ServerInterceptor]:
+    """The interceptor chain every AdGen server uses, outermost first."""
+    return [RequestContextInterceptor(), ErrorInterceptor()]

@@ -1,0 +1,131 @@
+"""The shared runtime: rich errors through the interceptor, request ids, health, reflection."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc import aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpc_status import rpc_status
+
+from adgen.copywriter.v1 import copywriter_service_pb2 as pb
+from adgen.copywriter.v1 import copywriter_service_pb2_grpc as pb_grpc
+from adgen.type.v1 import error_reason_pb2
+from adgen_client.channel import create_aio_channel
+from adgen_runtime import Context
+from adgen_runtime.errors import FieldViolation, ResourceExhausted, invalid_fields
+from adgen_runtime.server import RunningServer, ServiceBinding, start_server
+from adgen_runtime.settings import ServerSettings
+
+SERVICE = "adgen.copywriter.v1.CopywriterService"
+
+
+class _ScriptedCopywriter(pb_grpc.CopywriterServiceServicer):
+    """Fails in the way the keyword asks for, so each error path can be observed."""
+
+    async def GenerateCopy(self, request: pb.GenerateCopyRequest, context: Context) -> pb.GenerateCopyResponse:
+        if request.keyword == "":
+            raise invalid_fields(
+                [FieldViolation("keyword", "must not be empty")], error_reason_pb2.ERROR_REASON_EMPTY_KEYWORD
+            )
+        if request.keyword == "busy":
+            raise ResourceExhausted(error_reason_pb2.ERROR_REASON_QUEUE_FULL, "queue full", retry_after_s=2.5)
+        if request.keyword == "bug":
+            raise RuntimeError("secret internal detail /etc/passwd")
+        return pb.GenerateCopyResponse(caption=request.keyword)
+
+    async def WriteEditInstruction(
+        self, request: pb.WriteEditInstructionRequest, context: Context
+    ) -> pb.WriteEditInstructionResponse:
+        raise NotImplementedError
+
+
+@pytest.fixture
+async def running() -> AsyncIterator[RunningServer]:
+    settings = ServerSettings(port=0)
+    server = await start_server(
+        settings,
+        [ServiceBinding(SERVICE, lambda s: pb_grpc.add_CopywriterServiceServicer_to_server(_ScriptedCopywriter(), s))],
+    )
+    yield server
+    await server.stop(None)
+
+
+async def test_invalid_argument_carries_error_info_and_field_violations(running: RunningServer) -> None:
+    async with create_aio_channel(f"127.0.0.1:{running.port}") as channel:
+        call = pb_grpc.CopywriterServiceStub(channel).GenerateCopy(pb.GenerateCopyRequest(keyword=""))
+        with pytest.raises(aio.AioRpcError) as raised:
+            await call
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        status = await rpc_status.aio.from_call(call)
+    assert status is not None
+    info, bad_request = error_details_pb2.ErrorInfo(), error_details_pb2.BadRequest()
+    assert status.details[0].Unpack(info) and info.reason == "EMPTY_KEYWORD" and info.domain == "adgen.dev"
+    assert status.details[1].Unpack(bad_request)
+    assert [v.field for v in bad_request.field_violations] == ["keyword"]
+
+
+async def test_resource_exhausted_carries_retry_info(running: RunningServer) -> None:
+    async with create_aio_channel(f"127.0.0.1:{running.port}") as channel:
+        call = pb_grpc.CopywriterServiceStub(channel).GenerateCopy(pb.GenerateCopyRequest(keyword="busy"))
+        with pytest.raises(aio.AioRpcError):
+            await call
+        status = await rpc_status.aio.from_call(call)
+    assert status is not None
+    retry = error_details_pb2.RetryInfo()
+    assert any(d.Unpack(retry) for d in status.details)
+    assert retry.retry_delay.ToMilliseconds() == 2500
+
+
+async def test_unexpected_exception_is_internal_without_leaking_text(running: RunningServer) -> None:
+    async with create_aio_channel(f"127.0.0.1:{running.port}") as channel:
+        call = pb_grpc.CopywriterServiceStub(channel).GenerateCopy(
+            pb.GenerateCopyRequest(keyword="bug"), metadata=(("x-request-id", "req-42"),)
+        )
+        with pytest.raises(aio.AioRpcError) as raised:
+            await call
+    assert raised.value.code() == grpc.StatusCode.INTERNAL
+    assert "passwd" not in (raised.value.details() or "") and "RuntimeError" not in (raised.value.details() or "")
+    assert "req-42" in (raised.value.details() or "")
+
+
+async def test_request_id_is_echoed_in_initial_metadata(running: RunningServer) -> None:
+    async with create_aio_channel(f"127.0.0.1:{running.port}") as channel:
+        call = pb_grpc.CopywriterServiceStub(channel).GenerateCopy(
+            pb.GenerateCopyRequest(keyword="ok"), metadata=(("x-request-id", "abc"),)
+        )
+        assert (await call).caption == "ok"
+        assert ("x-request-id", "abc") in tuple(await call.initial_metadata())
+
+
+async def test_health_reports_per_service_and_goes_not_serving_on_shutdown(running: RunningServer) -> None:
+    async with create_aio_channel(f"127.0.0.1:{running.port}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        for name in ("", SERVICE):
+            reply = await stub.Check(health_pb2.HealthCheckRequest(service=name))
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        await running.set_ready(SERVICE, False)
+        reply = await stub.Check(health_pb2.HealthCheckRequest(service=SERVICE))
+        assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
+        await running.health.enter_graceful_shutdown()
+        reply = await stub.Check(health_pb2.HealthCheckRequest(service=""))
+        assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+async def test_reflection_lists_the_service(running: RunningServer) -> None:
+    async with create_aio_channel(f"127.0.0.1:{running.port}") as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+
+        async def one_request() -> AsyncIterator[reflection_pb2.ServerReflectionRequest]:
+            yield reflection_pb2.ServerReflectionRequest(list_services="")
+
+        names = [
+            s.name
+            async for reply in stub.ServerReflectionInfo(one_request())
+            for s in reply.list_services_response.service
+        ]
+    assert SERVICE in names and "grpc.health.v1.Health" in names
