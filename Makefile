@@ -1,0 +1,64 @@
+# AdGen developer entry points. `make demo` and `make test` work on a fresh machine.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Pin torch first so the diffusion extra does not pull a newer (multi-GB) build. On a GPU host,
+# set TORCH to the build matching its CUDA, e.g. TORCH='torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128'.
+TORCH ?= torch==2.13.0
+MODELS_DIR ?= models
+OUT ?= out
+# `buf breaking` compares the protos with this git ref (the previous commit by default).
+BUF_AGAINST ?= HEAD~1
+STAMP := $(VENV)/.installed
+
+.PHONY: help install protos check-protos lint buf test test-fast tiny-models demo serve clean
+
+help: ## List the targets.
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml package.json package-lock.json
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH)
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	npm ci --no-audit --no-fund --silent
+	touch $@
+
+install: $(STAMP) ## Create the virtualenv and install everything (Python and the buf CLI).
+
+protos: $(STAMP) ## Regenerate the committed Python stubs from protos/.
+	$(BIN)/python scripts/gen_protos.py
+
+check-protos: $(STAMP) ## Fail if the committed stubs drifted from protos/.
+	$(BIN)/python scripts/gen_protos.py --check
+
+buf: $(STAMP) ## buf lint, format and breaking-change checks on protos/.
+	npx buf lint
+	npx buf format --diff --exit-code
+	@if git rev-parse --verify --quiet '$(BUF_AGAINST)^{commit}' >/dev/null; then \
+	  echo "buf breaking --against .git#ref=$(BUF_AGAINST)"; \
+	  npx buf breaking --against '.git#ref=$(BUF_AGAINST)'; \
+	else echo "buf breaking: no $(BUF_AGAINST) to compare with (first commit); skipped"; fi
+
+lint: $(STAMP) ## ruff, ruff format and mypy (strict).
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy services clients tests bench scripts
+
+test: install check-protos buf lint ## Install, then run every check and the whole test suite.
+	$(BIN)/pytest
+
+test-fast: $(STAMP) ## Only the unit tests.
+	$(BIN)/pytest tests/unit
+
+tiny-models: $(STAMP) ## Build the tiny random pipelines used by tests and the demo.
+	$(BIN)/adgen-diffusion build-tiny --models-dir $(MODELS_DIR)
+
+demo: install tiny-models ## Start the three services on loopback, create and edit an ad into out/.
+	$(BIN)/python scripts/demo.py --models-dir $(MODELS_DIR) --out $(OUT)
+
+clean: ## Remove generated outputs (keeps the virtualenv and models).
+	rm -rf $(OUT) .pytest_cache .mypy_cache .ruff_cache test-artifacts

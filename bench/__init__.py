@@ -1,0 +1,1 @@
+"""Hand-run benchmarks; see README."""

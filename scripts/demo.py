@@ -1,0 +1,123 @@
+"""`make demo`: starts the three services on loopback, creates and edits an ad, stops them.
+
+The services run as real processes from their console scripts, the diffusion service on the
+tiny random pipelines, and the ad is made through the `adgen` CLI a caller would use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+KEYWORD = "여름 느낌 딸기 생과일 주스"
+EDIT_PHOTO = ROOT / "samples" / "iced-americano.jpg"
+EDIT_INSTRUCTION = "커피를 딸기 라떼로 바꿔줘"
+STARTUP_TIMEOUT_S = 180.0
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_until_serving(name: str, target: str, service: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    """Blocks until the service reports SERVING; fails fast if its process dies first."""
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    with grpc.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                tail = log.read_text(errors="replace")[-3000:]
+                raise SystemExit(f"{name} exited with code {process.returncode} during start-up:\n{tail}")
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=2, wait_for_ready=True)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    print(f"  {name} is serving on {target}")
+                    return
+            except grpc.RpcError:
+                pass  # Not listening yet: the next Check waits for the channel to connect.
+    raise SystemExit(f"{name} did not report SERVING within {STARTUP_TIMEOUT_S:.0f}s; see {log}")
+
+
+def start(name: str, command: list[str], env: dict[str, str], logs: Path, stack: ExitStack) -> subprocess.Popen[bytes]:
+    log = logs / f"{name}.log"
+    handle = stack.enter_context(log.open("wb"))
+    process = subprocess.Popen(command, env=env, stdout=handle, stderr=subprocess.STDOUT)
+    stack.callback(stop, name, process)
+    return process
+
+
+def stop(name: str, process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (graceful drain), then SIGKILL if it does not exit in time."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    print(f"  stopped {name} (exit code {process.returncode})")
+
+
+def run_cli(args: list[str]) -> None:
+    print(f"$ adgen {' '.join(args)}", flush=True)
+    subprocess.run([str(BIN / "adgen"), *args], check=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--models-dir", type=Path, default=ROOT / "models")
+    parser.add_argument("--out", type=Path, default=ROOT / "out")
+    options = parser.parse_args()
+    out: Path = options.out.resolve()
+    shutil.rmtree(out, ignore_errors=True)
+    logs = out / "logs"
+    logs.mkdir(parents=True)
+
+    ports = {name: free_port() for name in ("orchestrator", "copywriter", "diffusion")}
+    targets = {name: f"127.0.0.1:{port}" for name, port in ports.items()}
+    env = {
+        **os.environ,
+        "ADGEN_DIFFUSION_PORT": str(ports["diffusion"]),
+        "ADGEN_DIFFUSION_TINY": "true",
+        "ADGEN_DIFFUSION_MODELS_DIR": str(options.models_dir.resolve()),
+        "ADGEN_COPYWRITER_PORT": str(ports["copywriter"]),
+        "ADGEN_ORCHESTRATOR_PORT": str(ports["orchestrator"]),
+        "ADGEN_ORCHESTRATOR_COPYWRITER_TARGET": targets["copywriter"],
+        "ADGEN_ORCHESTRATOR_DIFFUSION_TARGET": targets["diffusion"],
+        "HF_HUB_OFFLINE": "1",
+    }
+    services = {
+        "diffusion": ([str(BIN / "adgen-diffusion"), "serve"], "adgen.diffusion.v1.DiffusionService"),
+        "copywriter": ([str(BIN / "adgen-copywriter")], "adgen.copywriter.v1.CopywriterService"),
+        "orchestrator": ([str(BIN / "adgen-orchestrator")], "adgen.ad.v1.AdService"),
+    }
+    print("Starting the services (tiny random models, loopback only):")
+    with ExitStack() as stack:
+        processes = {name: start(name, command, env, logs, stack) for name, (command, _) in services.items()}
+        for name, (_, service) in services.items():
+            wait_until_serving(name, targets[name], service, processes[name], logs / f"{name}.log")
+        target = ["--target", targets["orchestrator"]]
+        run_cli(["create", KEYWORD, "--out", str(out / "create"), *target])
+        run_cli(["edit", str(EDIT_PHOTO), EDIT_INSTRUCTION, "--out", str(out / "edit"), *target])
+        print("Stopping the services:")
+    print(f"\nDone. The ad is in {out / 'create'}, the edited photo in {out / 'edit'}, service logs in {logs}.")
+    print("The images come from tiny random models, so they are noise by design: the pipeline, not the art.")
+
+
+if __name__ == "__main__":
+    main()

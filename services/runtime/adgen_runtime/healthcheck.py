@@ -1,0 +1,36 @@
+"""Container health probe: exits 0 when a service reports SERVING over grpc.health.v1.
+
+Usage: python -m adgen_runtime.healthcheck [--target HOST:PORT] [--service NAME] [--timeout S]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+
+def is_serving(target: str, service: str, timeout_s: float) -> bool:
+    """Whether `service` ("" = the process) at `target` answers SERVING within the timeout."""
+    with grpc.insecure_channel(target) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=timeout_s
+            )
+        except grpc.RpcError:
+            return False
+    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--target", default="127.0.0.1:50051")
+    parser.add_argument("--service", default="", help="service name; empty checks the process")
+    parser.add_argument("--timeout", type=float, default=3.0)
+    options = parser.parse_args()
+    raise SystemExit(0 if is_serving(options.target, options.service, options.timeout) else 1)
+
+
+if __name__ == "__main__":
+    main()
