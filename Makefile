@@ -19,15 +19,16 @@ STAMP := $(VENV)/.installed
 help: ## List the targets.
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml package.json package-lock.json
+$(STAMP): pyproject.toml package.json package-lock.json clients/node/package-lock.json
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH)
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	npm ci --no-audit --no-fund --silent
+	npm ci --no-audit --no-fund --silent --prefix clients/node
 	touch $@
 
-install: $(STAMP) ## Create the virtualenv and install everything (Python and the buf CLI).
+install: $(STAMP) ## Create the virtualenv and install everything (Python, the buf CLI, the Node client).
 
 protos: $(STAMP) ## Regenerate the committed Python stubs from protos/.
 	$(BIN)/python scripts/gen_protos.py
