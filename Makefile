@@ -14,7 +14,9 @@ OUT ?= out
 BUF_AGAINST ?= HEAD~1
 STAMP := $(VENV)/.installed
 
-.PHONY: help install protos check-protos lint buf test test-fast tiny-models demo serve clean
+SYSTEM_FONT := Noto Sans CJK KR
+
+.PHONY: help system-deps install protos check-protos lint buf test test-fast tiny-models demo serve clean
 
 help: ## List the targets.
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -49,7 +51,10 @@ lint: $(STAMP) ## ruff, ruff format and mypy (strict).
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy services clients tests bench scripts
 
-test: install check-protos buf lint ## Install, then run every check and the whole test suite.
+system-deps: ## Check the Debian packages the suite needs (CI installs them in .ci/run).
+	@fc-list 2>/dev/null | grep -q "$(SYSTEM_FONT)" || { echo "missing font $(SYSTEM_FONT): sudo apt-get install fonts-noto-cjk"; exit 1; }
+
+test: system-deps install check-protos buf lint ## Install, then run every check and the whole test suite.
 	$(BIN)/pytest
 
 test-fast: $(STAMP) ## Only the unit tests.
