@@ -1,1 +1,1 @@
-"""placeholder"""
+"""The copywriter service: Korean ad copy and model-aware image prompts, from a template or an LLM."""
