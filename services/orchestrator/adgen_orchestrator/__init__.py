@@ -1,1 +1,1 @@
-"""placeholder"""
+"""The orchestrator: the public AdService composing the copywriter and diffusion services."""

@@ -1,0 +1,288 @@
+"""The `adgen` command: create an ad from a Korean keyword, or edit a product photo."""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
+
+from adgen.ad.v1 import ad_service_pb2 as ad_pb
+from adgen.type.v1 import image_pb2, progress_pb2
+from adgen_client.client import DEFAULT_TARGET, DEFAULT_TIMEOUT_S, AdGenClient
+from adgen_client.errors import AdGenError
+from adgen_client.requests import FILE_SUFFIXES
+
+app = typer.Typer(
+    help="AdGen: Instagram ad creatives from a Korean keyword, and product photo edits.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+_ERR = Console(stderr=True)
+_OUT = Console()
+
+
+class PlacementChoice(enum.StrEnum):
+    FEED_SQUARE = "feed-square"
+    FEED_PORTRAIT = "feed-portrait"
+    STORY = "story"
+
+
+class ToneChoice(enum.StrEnum):
+    FRIENDLY = "friendly"
+    EMOTIONAL = "emotional"
+    PREMIUM = "premium"
+    PLAYFUL = "playful"
+    INFORMATIVE = "informative"
+
+
+class FormatChoice(enum.StrEnum):
+    PNG = "png"
+    JPEG = "jpeg"
+    WEBP = "webp"
+
+
+Target = Annotated[str, typer.Option(envvar="ADGEN_TARGET", help="host:port of the orchestrator.")]
+Timeout = Annotated[float, typer.Option(help="Deadline of the whole request, in seconds.")]
+Out = Annotated[Path, typer.Option(file_okay=False, help="Directory to write the files into.")]
+Seed = Annotated[int | None, typer.Option(min=0, help="Seed of the first image; unset picks one.")]
+Steps = Annotated[int | None, typer.Option(min=1, help="Denoising steps; unset uses the model's default.")]
+Model = Annotated[str, typer.Option(help="Registry id of the model; empty uses the server's default.")]
+Format = Annotated[FormatChoice, typer.Option("--format", help="Format of the written image files.")]
+RequestId = Annotated[str, typer.Option(help="Request id for logs and tracing; empty lets the server pick.")]
+
+
+@app.command()
+def create(
+    keyword: Annotated[str, typer.Argument(help='Korean product keyword, e.g. "여름 느낌 딸기 생과일 주스".')],
+    out: Out,
+    placement: Annotated[PlacementChoice, typer.Option(help="Instagram placement.")] = PlacementChoice.FEED_SQUARE,
+    variants: Annotated[int, typer.Option(min=1, max=4, help="Number of image variants.")] = 1,
+    seed: Seed = None,
+    tone: Annotated[ToneChoice | None, typer.Option(help="Voice of the copy.")] = None,
+    image_format: Format = FormatChoice.PNG,
+    width: Annotated[int, typer.Option(help="Explicit width (with --height), overriding the placement.")] = 0,
+    height: Annotated[int, typer.Option(help="Explicit height (with --width), overriding the placement.")] = 0,
+    steps: Steps = None,
+    model: Model = "",
+    request_id: RequestId = "",
+    target: Target = DEFAULT_TARGET,
+    timeout: Timeout = DEFAULT_TIMEOUT_S,
+) -> None:
+    """Writes the ad's images and ad.json (copy, prompts, seeds, sizes) into --out."""
+    out.mkdir(parents=True, exist_ok=True)
+    result: ad_pb.CreateAdResponse | None = None
+    with _fail_on_error(), AdGenClient(target, timeout=timeout) as client, _progress() as progress:
+        bars: dict[int, _JobBar] = {}
+
+        def bar_of(index: int) -> _JobBar:
+            if index not in bars:
+                bars[index] = _JobBar(progress, f"variant {index + 1}/{variants}")
+            return bars[index]
+
+        events = client.stream_create_ad(
+            keyword,
+            placement=placement.value,
+            variant_count=variants,
+            seed=seed,
+            tone=tone.value if tone else None,
+            output_format=image_format.value,
+            width=width,
+            height=height,
+            num_inference_steps=steps,
+            model_id=model,
+            request_id=request_id,
+        )
+        for event in events:
+            kind = event.WhichOneof("event")
+            if kind == "copy":
+                progress.console.print(f"[green]✓[/] copy ready: {escape(event.copy.headline or event.copy.hook)}")
+            elif kind == "progress":
+                bar_of(event.progress.variant_index).update(event.progress.progress)
+            elif kind == "image":
+                index = event.image.variant_index
+                bar_of(index).finish()
+                progress.console.print(f"[green]✓[/] variant {index + 1} ready (seed {event.image.seed})")
+            elif kind == "result":
+                result = event.result
+    if result is None:
+        _ERR.print("[red]error:[/] the server ended the stream without a result")
+        raise typer.Exit(1)
+    files = _write_ad(result, keyword, placement, out)
+    for path in files:
+        _OUT.print(str(path))
+
+
+@app.command()
+def edit(
+    photo: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="The product photo (PNG, JPEG or WebP).")],
+    instruction: Annotated[str, typer.Argument(help='What to change, e.g. "커피를 딸기 라떼로 바꿔줘".')],
+    out: Out,
+    seed: Seed = None,
+    image_format: Format = FormatChoice.PNG,
+    steps: Steps = None,
+    model: Model = "",
+    request_id: RequestId = "",
+    target: Target = DEFAULT_TARGET,
+    timeout: Timeout = DEFAULT_TIMEOUT_S,
+) -> None:
+    """Writes the edited photo (at the original size) and edit.json into --out."""
+    out.mkdir(parents=True, exist_ok=True)
+    result: ad_pb.EditAdResponse | None = None
+    with _fail_on_error(), AdGenClient(target, timeout=timeout) as client, _progress() as progress:
+        bar = _JobBar(progress, "edit")
+        events = client.stream_edit_ad(
+            photo,
+            instruction,
+            seed=seed,
+            output_format=image_format.value,
+            num_inference_steps=steps,
+            model_id=model,
+            request_id=request_id,
+        )
+        for event in events:
+            if event.HasField("progress"):
+                bar.update(event.progress)
+            elif event.HasField("result"):
+                bar.finish()
+                result = event.result
+    if result is None:
+        _ERR.print("[red]error:[/] the server ended the stream without a result")
+        raise typer.Exit(1)
+    image_path = out / f"edited.{FILE_SUFFIXES[result.image.format]}"
+    image_path.write_bytes(result.image.data)
+    manifest = {
+        "source_photo": str(photo),
+        "instruction": instruction,
+        "edit_instruction": result.edit_instruction,
+        "model_id": result.model_id,
+        "seed": result.seed,
+        "request_id": result.request_id,
+        "total_duration_s": round(result.total_duration.ToNanoseconds() / 1e9, 3),
+        "file": image_path.name,
+        "width": result.image.width,
+        "height": result.image.height,
+        "format": _format_name(result.image.format),
+    }
+    manifest_path = out / "edit.json"
+    manifest_path.write_text(json.dumps(manifest, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    _OUT.print(str(image_path))
+    _OUT.print(str(manifest_path))
+
+
+def _write_ad(result: ad_pb.CreateAdResponse, keyword: str, placement: PlacementChoice, out: Path) -> list[Path]:
+    """Writes one file per variant and ad.json; returns the paths written."""
+    paths: list[Path] = []
+    images: list[dict[str, Any]] = []
+    for ad_image in result.images:
+        path = out / f"ad-{ad_image.variant_index + 1}.{FILE_SUFFIXES[ad_image.image.format]}"
+        path.write_bytes(ad_image.image.data)
+        paths.append(path)
+        images.append(
+            {
+                "file": path.name,
+                "variant_index": ad_image.variant_index,
+                "seed": ad_image.seed,
+                "width": ad_image.image.width,
+                "height": ad_image.image.height,
+                "format": _format_name(ad_image.image.format),
+                "image_prompt": ad_image.image_prompt,
+            }
+        )
+    copy = result.copy
+    manifest = {
+        "keyword": keyword,
+        "placement": placement.value,
+        "copy": {
+            "caption": copy.caption,
+            "hook": copy.hook,
+            "hashtags": list(copy.hashtags),
+            "headline": copy.headline,
+            "alt_text": copy.alt_text,
+            "facts_used": list(copy.facts_used),
+            "written_by": copy.written_by,
+        },
+        "image_prompts": [image["image_prompt"] for image in images],
+        "model_id": result.model_id,
+        "num_inference_steps": result.num_inference_steps,
+        "seeds": [image["seed"] for image in images],
+        "request_id": result.request_id,
+        "total_duration_s": round(result.total_duration.ToNanoseconds() / 1e9, 3),
+        "images": images,
+    }
+    manifest_path = out / "ad.json"
+    manifest_path.write_text(json.dumps(manifest, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    return [*paths, manifest_path]
+
+
+def _format_name(image_format: image_pb2.ImageFormat.ValueType) -> str:
+    return image_pb2.ImageFormat.Name(image_format).removeprefix("IMAGE_FORMAT_").lower()
+
+
+def _progress() -> Progress:
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=_ERR,
+    )
+
+
+class _JobBar:
+    """One progress bar following an image job through queue, load, denoise and decode."""
+
+    def __init__(self, progress: Progress, label: str) -> None:
+        self._progress = progress
+        self._label = label
+        self._task: TaskID = progress.add_task(f"{label}: starting", total=None)
+
+    def update(self, event: progress_pb2.Progress) -> None:
+        stage = event.stage
+        if stage == progress_pb2.PROGRESS_STAGE_QUEUED:
+            eta = f", about {event.eta.ToSeconds()}s" if event.HasField("eta") else ""
+            self._describe(f"queued, {event.queue_position} ahead{eta}")
+        elif stage == progress_pb2.PROGRESS_STAGE_UNLOADING:
+            self._describe("unloading the previous model")
+        elif stage == progress_pb2.PROGRESS_STAGE_LOADING:
+            self._describe(f"loading {event.model_id or 'the model'}")
+        elif stage == progress_pb2.PROGRESS_STAGE_DENOISING:
+            self._progress.update(
+                self._task, description=f"{self._label}: denoising", total=event.total_steps, completed=event.step
+            )
+        elif stage == progress_pb2.PROGRESS_STAGE_DECODING:
+            self._describe("decoding")
+        elif stage == progress_pb2.PROGRESS_STAGE_DONE:
+            self.finish()
+
+    def finish(self) -> None:
+        total = self._progress.tasks[self._task].total or 1
+        self._progress.update(self._task, description=f"{self._label}: done", total=total, completed=total)
+
+    def _describe(self, text: str) -> None:
+        self._progress.update(self._task, description=f"{self._label}: {text}")
+
+
+@contextmanager
+def _fail_on_error() -> Iterator[None]:
+    """Prints an AdGenError (code, reason, message, field violations) and exits non-zero."""
+    try:
+        yield
+    except AdGenError as error:
+        reason = f" [bold]{error.reason}[/]" if error.reason else ""
+        _ERR.print(f"[red]error:[/] {error.code.name}{reason}: {escape(error.message)}", highlight=False)
+        for violation in error.field_violations:
+            _ERR.print(f"  - {violation.field}: {escape(violation.description)}", highlight=False)
+        if error.retry_after_s is not None:
+            _ERR.print(f"  retry after {error.retry_after_s:g}s", highlight=False)
+        if error.request_id:
+            _ERR.print(f"  request id: {error.request_id}", highlight=False)
+        raise typer.Exit(1) from None

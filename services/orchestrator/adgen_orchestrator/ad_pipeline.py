@@ -1,0 +1,233 @@
+"""Composes the copywriter and diffusion services into ads and photo edits, as event streams."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from google.protobuf import duration_pb2
+
+from adgen.ad.v1 import ad_service_pb2 as ad_pb
+from adgen.copywriter.v1 import copywriter_service_pb2 as cw_pb
+from adgen.diffusion.v1 import diffusion_service_pb2 as df_pb
+from adgen.type.v1 import error_reason_pb2, image_pb2
+from adgen_orchestrator.downstream import CallBudget, CopywriterClient, DiffusionClient
+from adgen_orchestrator.imaging import deliver
+from adgen_orchestrator.provenance import ContentLabel, SourceType
+from adgen_orchestrator.sizing import Size, SizeRules, generation_size
+from adgen_orchestrator.validation import CreateAdSpec, EditAdSpec
+from adgen_runtime.errors import FailedPrecondition, Internal, NotFound
+
+_LOGGER = logging.getLogger(__name__)
+_R = error_reason_pb2
+
+
+class ModelCatalog:
+    """The diffusion service's models and their size rules, fetched once and kept."""
+
+    def __init__(self, diffusion: DiffusionClient) -> None:
+        self._diffusion = diffusion
+        self._models: dict[str, df_pb.Model] | None = None
+        self._lock = asyncio.Lock()
+
+    async def model_for(self, model_id: str, task: df_pb.ModelTask.ValueType, budget: CallBudget) -> df_pb.Model:
+        """The model, if it exists and can do `task`; NOT_FOUND or FAILED_PRECONDITION otherwise."""
+        models = await self._load(budget)
+        model = models.get(model_id)
+        if model is None:
+            raise NotFound(
+                _R.ERROR_REASON_MODEL_NOT_FOUND,
+                f"There is no model {model_id!r}; known models: {', '.join(sorted(models))}.",
+                resource=("adgen.diffusion.v1.Model", model_id),
+            )
+        if task not in model.tasks:
+            raise FailedPrecondition(
+                _R.ERROR_REASON_MODEL_TASK_UNSUPPORTED,
+                f"Model {model_id!r} cannot {_TASK_WORDS[task]}.",
+                metadata={"model_id": model_id},
+            )
+        return model
+
+    async def _load(self, budget: CallBudget) -> dict[str, df_pb.Model]:
+        async with self._lock:
+            if self._models is None:
+                reply = await self._diffusion.list_models(budget)
+                self._models = {model.id: model for model in reply.models}
+            return self._models
+
+
+def size_rules(model: df_pb.Model) -> SizeRules:
+    """The sizes a model accepts; fields a registry leaves unset fall back to FLUX-like limits."""
+    fallback = SizeRules()
+    return SizeRules(
+        multiple=model.size_multiple or fallback.multiple,
+        min_side=model.min_side or fallback.min_side,
+        max_side=model.max_side or fallback.max_side,
+    )
+
+
+_TASK_WORDS = {df_pb.MODEL_TASK_TEXT_TO_IMAGE: "generate images from text", df_pb.MODEL_TASK_IMAGE_EDIT: "edit photos"}
+
+
+class AdPipeline:
+    """Keyword → copy → one image per variant; photo + request → instruction → edited photo."""
+
+    def __init__(self, copywriter: CopywriterClient, diffusion: DiffusionClient) -> None:
+        self._copywriter = copywriter
+        self._diffusion = diffusion
+        self._catalog = ModelCatalog(diffusion)
+
+    async def create_ad(self, spec: CreateAdSpec, budget: CallBudget) -> AsyncIterator[ad_pb.StreamCreateAdResponse]:
+        """Yields the copy, each variant's progress and image, then the finished ad."""
+        started = time.monotonic()
+        model = await self._catalog.model_for(spec.model_id, df_pb.MODEL_TASK_TEXT_TO_IMAGE, budget)
+        copy = await self._copywriter.generate_copy(_copy_request(spec), budget)
+        ad_copy = _ad_copy(copy)
+        yield ad_pb.StreamCreateAdResponse(copy=ad_copy)
+
+        render_size = generation_size(spec.size, size_rules(model))
+        images: list[ad_pb.AdImage] = []
+        for index, prompt in enumerate(_variant_prompts(copy, spec.variant_count)):
+            async for event in self._render_variant(spec, index, prompt, render_size, budget):
+                if event.HasField("image"):
+                    images.append(event.image)
+                yield event
+        yield ad_pb.StreamCreateAdResponse(
+            result=ad_pb.CreateAdResponse(
+                copy=ad_copy,
+                images=images,
+                model_id=spec.model_id,
+                num_inference_steps=spec.num_inference_steps or model.default_steps,
+                total_duration=_since(started),
+                request_id=spec.request_id,
+            )
+        )
+
+    async def _render_variant(
+        self, spec: CreateAdSpec, index: int, prompt: str, render_size: Size, budget: CallBudget
+    ) -> AsyncIterator[ad_pb.StreamCreateAdResponse]:
+        """Yields one variant's progress, then its image at the delivered size."""
+        request = df_pb.GenerateRequest(
+            model_id=spec.model_id,
+            prompt=prompt,
+            width=render_size.width,
+            height=render_size.height,
+            num_inference_steps=spec.num_inference_steps,
+            seed=spec.variant_seed(index),
+            image_count=1,
+            output_format=image_pb2.IMAGE_FORMAT_PNG,  # Lossless: the delivered file is encoded once, by us.
+            request_id=spec.request_id,
+        )
+        result: df_pb.GenerateResponse | None = None
+        async for event in self._diffusion.stream_generate(request, budget):
+            if event.HasField("progress"):
+                progress = ad_pb.VariantProgress(variant_index=index, progress=event.progress)
+                yield ad_pb.StreamCreateAdResponse(progress=progress)
+            elif event.HasField("result"):
+                result = event.result
+        generated = _only_image(result, "diffusion", budget)
+        label = ContentLabel(SourceType.GENERATED, spec.model_id, generated.seed, prompt)
+        image = await asyncio.to_thread(deliver, generated.image.data, spec.size, spec.output_format, label)
+        yield ad_pb.StreamCreateAdResponse(
+            image=ad_pb.AdImage(variant_index=index, image=image, seed=generated.seed, image_prompt=prompt)
+        )
+
+    async def edit_ad(self, spec: EditAdSpec, budget: CallBudget) -> AsyncIterator[ad_pb.StreamEditAdResponse]:
+        """Yields the edit job's progress, then the edited photo at the original size."""
+        started = time.monotonic()
+        await self._catalog.model_for(spec.model_id, df_pb.MODEL_TASK_IMAGE_EDIT, budget)
+        written = await self._copywriter.write_edit_instruction(
+            cw_pb.WriteEditInstructionRequest(
+                request=spec.instruction, target_model_id=spec.model_id, request_id=spec.request_id
+            ),
+            budget,
+        )
+        request = df_pb.EditRequest(
+            model_id=spec.model_id,
+            image=image_pb2.Image(data=spec.photo.data),
+            instruction=written.instruction,
+            num_inference_steps=spec.num_inference_steps,
+            seed=spec.seed,
+            image_count=1,
+            output_format=image_pb2.IMAGE_FORMAT_PNG,
+            request_id=spec.request_id,
+        )
+        result: df_pb.EditResponse | None = None
+        async for event in self._diffusion.stream_edit(request, budget):
+            if event.HasField("progress"):
+                yield ad_pb.StreamEditAdResponse(progress=event.progress)
+            elif event.HasField("result"):
+                result = event.result
+        edited = _only_image(result, "diffusion", budget)
+        label = ContentLabel(SourceType.EDITED, spec.model_id, edited.seed, written.instruction)
+        image = await asyncio.to_thread(deliver, edited.image.data, spec.photo.size, spec.output_format, label)
+        yield ad_pb.StreamEditAdResponse(
+            result=ad_pb.EditAdResponse(
+                image=image,
+                edit_instruction=written.instruction,
+                seed=edited.seed,
+                model_id=spec.model_id,
+                total_duration=_since(started),
+                request_id=spec.request_id,
+            )
+        )
+
+
+def _copy_request(spec: CreateAdSpec) -> cw_pb.GenerateCopyRequest:
+    return cw_pb.GenerateCopyRequest(
+        keyword=spec.keyword,
+        tone=spec.tone,
+        placement=spec.placement,
+        target_model_id=spec.model_id,
+        facts=spec.facts,
+        caption_length=spec.caption_length,
+        emoji_level=spec.emoji_level,
+        variant_count=spec.variant_count,
+        request_id=spec.request_id,
+    )
+
+
+def _variant_prompts(copy: cw_pb.GenerateCopyResponse, count: int) -> list[str]:
+    """One prompt per variant; if the copywriter wrote fewer, they are reused in turn."""
+    prompts = [prompt for prompt in copy.image_prompts if prompt.strip()]
+    if not prompts:
+        _LOGGER.error("copywriter returned no image prompt")
+        raise Internal(_R.ERROR_REASON_INTERNAL, "The copywriter service returned no image prompt.")
+    return [prompts[index % len(prompts)] for index in range(count)]
+
+
+def _ad_copy(copy: cw_pb.GenerateCopyResponse) -> ad_pb.AdCopy:
+    written_by = (
+        f"{cw_pb.Backend.Name(copy.provenance.backend).removeprefix('BACKEND_').lower()}/{copy.provenance.model}"
+    )
+    return ad_pb.AdCopy(
+        caption=copy.caption,
+        hook=copy.hook,
+        hashtags=copy.hashtags,
+        headline=copy.headline,
+        alt_text=copy.alt_text,
+        facts_used=copy.facts_used,
+        written_by=written_by,
+    )
+
+
+def _only_image(
+    result: df_pb.GenerateResponse | df_pb.EditResponse | None, service: str, budget: CallBudget
+) -> df_pb.GeneratedImage:
+    """The single image a finished job holds; a stream that ended without one is a server fault."""
+    if result is None or not result.images:
+        _LOGGER.error("%s stream ended without an image", service)
+        raise Internal(
+            _R.ERROR_REASON_INTERNAL,
+            f"The {service} service returned no image; quote request id {budget.request_id} when reporting it.",
+            metadata={"service": service, "request_id": budget.request_id},
+        )
+    return result.images[0]
+
+
+def _since(started: float) -> duration_pb2.Duration:
+    elapsed = duration_pb2.Duration()
+    elapsed.FromNanoseconds(int((time.monotonic() - started) * 1e9))
+    return elapsed

@@ -1,0 +1,183 @@
+"""Checks AdService requests and turns them into complete, validated job specs."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from adgen.ad.v1 import ad_service_pb2 as ad_pb
+from adgen.type.v1 import ad_pb2, error_reason_pb2, image_pb2
+from adgen_orchestrator.imaging import PILLOW_FORMATS, Photo, PhotoRejectedError, read_photo
+from adgen_orchestrator.sizing import MAX_DELIVERED_SIDE, MIN_DELIVERED_SIDE, Size, placement_size
+from adgen_runtime.errors import FieldViolation, Reason, invalid_fields
+
+MAX_VARIANTS = 4
+MAX_SEED = 2**32 - 1  # Random seeds stay small so seed + i never wraps.
+_R = error_reason_pb2
+
+
+@dataclass(frozen=True)
+class CreateAdSpec:
+    """A validated CreateAd request with every default filled in."""
+
+    keyword: str
+    tone: ad_pb2.Tone.ValueType
+    placement: ad_pb2.Placement.ValueType
+    variant_count: int
+    seed: int
+    model_id: str
+    size: Size
+    output_format: image_pb2.ImageFormat.ValueType
+    facts: ad_pb2.MerchantFacts
+    caption_length: ad_pb2.CaptionLength.ValueType
+    emoji_level: ad_pb2.EmojiLevel.ValueType
+    num_inference_steps: int | None
+    request_id: str
+
+    def variant_seed(self, index: int) -> int:
+        return (self.seed + index) % 2**64
+
+
+@dataclass(frozen=True)
+class EditAdSpec:
+    """A validated EditAd request, with the photo decoded and upright."""
+
+    photo: Photo
+    instruction: str
+    model_id: str
+    seed: int | None
+    output_format: image_pb2.ImageFormat.ValueType
+    num_inference_steps: int | None
+    request_id: str
+
+
+class _Violations:
+    """Collects every bad field so one error names them all; the first reason wins."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.items: list[tuple[FieldViolation, Reason]] = []
+
+    def add(self, field: str, description: str, reason: Reason = _R.ERROR_REASON_INVALID_ARGUMENT) -> None:
+        name = _R.ErrorReason.Name(reason).removeprefix("ERROR_REASON_")
+        self.items.append((FieldViolation(self.prefix + field, description, name), reason))
+
+    def raise_if_any(self) -> None:
+        if self.items:
+            raise invalid_fields([v for v, _ in self.items], self.items[0][1])
+
+
+def parse_create_request(
+    request: ad_pb.CreateAdRequest, *, default_model_id: str, request_id: str, field_prefix: str = ""
+) -> CreateAdSpec:
+    """Validates a CreateAd request; raises one INVALID_ARGUMENT naming every bad field."""
+    bad = _Violations(field_prefix)
+    keyword = request.keyword.strip()
+    if not keyword:
+        bad.add("keyword", "must not be empty", _R.ERROR_REASON_EMPTY_KEYWORD)
+    size = _delivered_size(request, bad)
+    if not 0 <= request.variant_count <= MAX_VARIANTS:
+        bad.add("variant_count", f"must be between 1 and {MAX_VARIANTS} (0 means 1)")
+    _check_enum(bad, "tone", request.tone, ad_pb2.Tone)
+    _check_enum(bad, "placement", request.placement, ad_pb2.Placement)
+    _check_enum(bad, "caption_length", request.caption_length, ad_pb2.CaptionLength)
+    _check_enum(bad, "emoji_level", request.emoji_level, ad_pb2.EmojiLevel)
+    _check_output_format(bad, request.output_format)
+    steps = _steps(request, bad)
+    bad.raise_if_any()
+    assert size is not None  # Only None when a size violation was raised above.
+    return CreateAdSpec(
+        keyword=keyword,
+        tone=request.tone or ad_pb2.TONE_FRIENDLY,
+        placement=request.placement or ad_pb2.PLACEMENT_FEED_SQUARE,
+        variant_count=request.variant_count or 1,
+        seed=request.seed if request.HasField("seed") else random.randint(0, MAX_SEED),
+        model_id=request.model_id or default_model_id,
+        size=size,
+        output_format=request.output_format or image_pb2.IMAGE_FORMAT_PNG,
+        facts=request.facts,
+        caption_length=request.caption_length,
+        emoji_level=request.emoji_level,
+        num_inference_steps=steps,
+        request_id=request.request_id or request_id,
+    )
+
+
+def parse_edit_request(
+    request: ad_pb.EditAdRequest,
+    *,
+    default_model_id: str,
+    request_id: str,
+    max_input_bytes: int,
+    max_input_pixels: int,
+    field_prefix: str = "",
+) -> EditAdSpec:
+    """Validates an EditAd request and decodes its photo (blocking: run it off the event loop)."""
+    bad = _Violations(field_prefix)
+    photo = None
+    try:
+        photo = read_photo(request.image.data, max_bytes=max_input_bytes, max_pixels=max_input_pixels)
+    except PhotoRejectedError as rejected:
+        bad.add("image.data", str(rejected), _R.ERROR_REASON_INVALID_IMAGE)
+    instruction = request.instruction.strip()
+    if not instruction:
+        bad.add("instruction", "must not be empty")
+    _check_output_format(bad, request.output_format)
+    steps = _steps(request, bad)
+    bad.raise_if_any()
+    assert photo is not None
+    return EditAdSpec(
+        photo=photo,
+        instruction=instruction,
+        model_id=request.model_id or default_model_id,
+        seed=request.seed if request.HasField("seed") else None,
+        output_format=request.output_format or image_pb2.IMAGE_FORMAT_PNG,
+        num_inference_steps=steps,
+        request_id=request.request_id or request_id,
+    )
+
+
+def _delivered_size(request: ad_pb.CreateAdRequest, bad: _Violations) -> Size | None:
+    """The explicit width × height when both are set, else the placement's size."""
+    if request.width == 0 and request.height == 0:
+        return placement_size(request.placement) if request.placement in _valid(ad_pb2.Placement) else None
+    before = len(bad.items)
+    for field, value in (("width", request.width), ("height", request.height)):
+        if value == 0:
+            bad.add(field, "must be set together with the other side", _R.ERROR_REASON_INVALID_SIZE)
+        elif not MIN_DELIVERED_SIDE <= value <= MAX_DELIVERED_SIDE:
+            bad.add(
+                field,
+                f"must be between {MIN_DELIVERED_SIDE} and {MAX_DELIVERED_SIDE} pixels",
+                _R.ERROR_REASON_INVALID_SIZE,
+            )
+    return Size(request.width, request.height) if len(bad.items) == before else None
+
+
+def _steps(request: ad_pb.CreateAdRequest | ad_pb.EditAdRequest, bad: _Violations) -> int | None:
+    if not request.HasField("num_inference_steps"):
+        return None
+    if request.num_inference_steps < 1:
+        bad.add("num_inference_steps", "must be at least 1 when set")
+    return request.num_inference_steps
+
+
+def _check_output_format(bad: _Violations, value: int) -> None:
+    if value != image_pb2.IMAGE_FORMAT_UNSPECIFIED and value not in PILLOW_FORMATS:
+        bad.add("output_format", "must be PNG, JPEG or WebP")
+
+
+class _EnumType(Protocol):
+    """The part of a generated enum wrapper these checks use."""
+
+    def values(self) -> list[Any]: ...
+
+
+def _valid(enum_type: _EnumType) -> set[int]:
+    return {int(value) for value in enum_type.values()}
+
+
+def _check_enum(bad: _Violations, field: str, value: int, enum_type: _EnumType) -> None:
+    if value not in _valid(enum_type):
+        bad.add(field, f"unknown value {value}")

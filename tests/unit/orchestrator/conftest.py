@@ -1,0 +1,76 @@
+"""A real orchestrator on a loopback port, wired to in-process fake downstream services."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+
+from adgen.ad.v1 import ad_service_pb2_grpc as ad_grpc
+from adgen.copywriter.v1 import copywriter_service_pb2_grpc as cw_grpc
+from adgen.diffusion.v1 import diffusion_service_pb2_grpc as df_grpc
+from adgen_client.channel import create_aio_channel
+from adgen_orchestrator.config import OrchestratorSettings
+from adgen_orchestrator.server import create_server
+from adgen_runtime.server import RunningServer, ServiceBinding, start_server
+from adgen_runtime.settings import ServerSettings
+from tests.unit.orchestrator.fakes import FakeCopywriter, FakeDiffusion
+
+
+@dataclass
+class FakeStack:
+    """The orchestrator under test and the fakes behind it."""
+
+    orchestrator: RunningServer
+    copywriter: FakeCopywriter
+    diffusion: FakeDiffusion
+    downstream: RunningServer
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.orchestrator.port}"
+
+
+def unused_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+async def fake_stack_session() -> AsyncIterator[FakeStack]:
+    copywriter, diffusion = FakeCopywriter(), FakeDiffusion()
+    downstream = await start_server(
+        ServerSettings(port=0),
+        [
+            ServiceBinding(
+                "adgen.copywriter.v1.CopywriterService",
+                lambda server: cw_grpc.add_CopywriterServiceServicer_to_server(copywriter, server),
+            ),
+            ServiceBinding(
+                "adgen.diffusion.v1.DiffusionService",
+                lambda server: df_grpc.add_DiffusionServiceServicer_to_server(diffusion, server),
+            ),
+        ],
+    )
+    target = f"127.0.0.1:{downstream.port}"
+    orchestrator = await create_server(OrchestratorSettings(port=0, copywriter_target=target, diffusion_target=target))
+    yield FakeStack(orchestrator, copywriter, diffusion, downstream)
+    await orchestrator.stop(None)
+    await downstream.stop(None)
+
+
+@pytest.fixture
+async def fake_stack(fake_stack_session: FakeStack) -> FakeStack:
+    fake_stack_session.copywriter.reset()
+    fake_stack_session.diffusion.reset()
+    return fake_stack_session
+
+
+@pytest.fixture
+async def ad_stub(fake_stack: FakeStack) -> AsyncIterator[ad_grpc.AdServiceAsyncStub]:
+    async with create_aio_channel(fake_stack.target) as channel:
+        yield ad_grpc.AdServiceStub(channel)
