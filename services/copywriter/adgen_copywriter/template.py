@@ -389,7 +389,8 @@ def write_edit_instruction_text(request: str) -> str:
         return f"{sentence}; {KEEP_SCENE}." if "keep" not in sentence.lower() else f"{sentence}."
     if match := _REPLACE.match(text):
         target, wanted = match.group("a"), match.group("b")
-        if target.strip() == "배경" and (background := _background_look(wanted)):
+        if target.strip() == "배경":
+            background = _background_look(wanted) or f'the setting the merchant describes as "{wanted}"'
             return f"Replace the background with {background}; {KEEP_PRODUCT}."
         old, new = _english_noun(target), _english_noun(wanted)
         if old and new:
@@ -403,7 +404,8 @@ def write_edit_instruction_text(request: str) -> str:
     elif _BRIGHTER.search(text):
         return f"Make the photo brighter and fresher with soft, natural daylight; {KEEP_SCENE} otherwise."
     # The edit model's Qwen2.5-VL encoder reads Korean, so an unmatched request goes through quoted.
-    return f'Edit the photo as the merchant asks: "{text}"; {KEEP_SCENE}.'
+    keep = KEEP_PRODUCT if "배경" in text else KEEP_SCENE  # Never ask to keep what the merchant wants changed.
+    return f'Edit the photo as the merchant asks: "{text}"; {keep}.'
 
 
 # ── the backend ───────────────────────────────────────────────────────────────────────────────

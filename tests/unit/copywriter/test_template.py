@@ -203,6 +203,13 @@ def test_background_swaps_keep_the_product_unchanged() -> None:
     assert "keep the product" in instruction
 
 
+@pytest.mark.parametrize("request_text", ["배경을 해변으로 바꿔줘", "배경 좀 더 아늑한 느낌 나게 해줘"])
+def test_background_requests_never_ask_to_keep_the_background(request_text: str) -> None:
+    instruction = write_edit_instruction_text(request_text)
+    assert "keep the background" not in instruction
+    assert "keep the product" in instruction
+
+
 def test_english_instruction_that_says_what_to_keep_passes_through() -> None:
     assert write_edit_instruction_text("Add ice cubes; keep everything else as is") == (
         "Add ice cubes; keep everything else as is."
