@@ -1,0 +1,85 @@
+"""Domain errors of the diffusion engine; the servicer maps them to gRPC statuses."""
+
+from __future__ import annotations
+
+
+class DiffusionError(Exception):
+    """Base of every expected engine failure. `str(error)` is written for callers."""
+
+
+class ModelNotFoundError(DiffusionError):
+    """The id is not in the registry."""
+
+    def __init__(self, model_id: str) -> None:
+        super().__init__(f"Model {model_id!r} is not in the registry; ListModels shows the allowed ids.")
+        self.model_id = model_id
+
+
+class ModelNotCachedError(DiffusionError):
+    """The weights are not on this machine and downloads are off."""
+
+    def __init__(self, model_id: str, hint: str) -> None:
+        super().__init__(f"Model {model_id!r} is not available on this machine; {hint}")
+        self.model_id = model_id
+
+
+class ModelLoadError(DiffusionError):
+    """The weights are there but could not be loaded (corrupt, wrong layout, out of memory)."""
+
+    def __init__(self, model_id: str, why: str) -> None:
+        super().__init__(f"Model {model_id!r} failed to load: {why}")
+        self.model_id = model_id
+
+
+class PlacementUnsupportedError(DiffusionError):
+    """The entry's placement needs hardware this machine does not have."""
+
+    def __init__(self, model_id: str, placement: str, device: str) -> None:
+        super().__init__(
+            f"Model {model_id!r} uses placement {placement!r}, which needs a GPU; this service runs on {device!r}."
+        )
+        self.model_id = model_id
+
+
+class TaskUnsupportedError(DiffusionError):
+    """The model cannot do what the request asks."""
+
+    def __init__(self, model_id: str, task: str) -> None:
+        super().__init__(f"Model {model_id!r} does not support {task}.")
+        self.model_id = model_id
+
+
+class JobCancelledError(DiffusionError):
+    """The caller went away or its deadline passed; the job stopped."""
+
+    def __init__(self) -> None:
+        super().__init__("The job was cancelled.")
+
+
+class QueueFullError(DiffusionError):
+    """Too many jobs are waiting for the GPU."""
+
+    def __init__(self, waiting: int, retry_after_s: float) -> None:
+        super().__init__(f"The GPU queue is full ({waiting} jobs waiting); retry in about {retry_after_s:.0f}s.")
+        self.retry_after_s = retry_after_s
+
+
+class UnloadIncompleteError(DiffusionError):
+    """A teardown left references or device memory behind."""
+
+    def __init__(self, model_id: str, leaked_modules: int, excess_device_bytes: int) -> None:
+        super().__init__(
+            f"Unloading {model_id!r} left {leaked_modules} modules and {excess_device_bytes} device bytes behind; "
+            "the service is not ready until a clean state is restored."
+        )
+        self.model_id = model_id
+        self.leaked_modules = leaked_modules
+        self.excess_device_bytes = excess_device_bytes
+
+
+class GpuLeaseError(DiffusionError):
+    """Another process holds this device."""
+
+    def __init__(self, device: str, holder: str) -> None:
+        super().__init__(f"Device {device} is leased by another diffusion process ({holder}).")
+        self.device = device

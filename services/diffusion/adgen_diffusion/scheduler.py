@@ -1,0 +1,107 @@
+"""Swap-aware job ordering: run waiting jobs for the resident model before switching, with an aging bound."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+_SEQUENCE = itertools.count()
+
+
+@dataclass(eq=False)
+class Ticket:
+    """A waiting job as the scheduler sees it. `model_id` None means "any model" (e.g. an unload)."""
+
+    model_id: str | None
+    priority: int = 0
+    steps: int = 0
+    payload: Any = None
+    arrival: int = field(default_factory=lambda: next(_SEQUENCE))
+    overtaken: int = 0
+
+
+class SwapAwareQueue:
+    """Picks the next job: aged jobs first, then the highest priority, preferring the resident model.
+
+    A job that has been overtaken `max_overtakes` times by later arrivals runs next, so affinity can
+    delay a job by at most that many others. `max_overtakes=0` is plain FIFO (priority ignored).
+    """
+
+    def __init__(self, max_overtakes: int) -> None:
+        self.max_overtakes = max_overtakes
+        self._waiting: list[Ticket] = []
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    def push(self, ticket: Ticket) -> None:
+        self._waiting.append(ticket)
+
+    def remove(self, ticket: Ticket) -> bool:
+        """Drops a waiting ticket; False when it already left the queue."""
+        if ticket in self._waiting:
+            self._waiting.remove(ticket)
+            return True
+        return False
+
+    def pop_next(self, resident_model: str | None) -> Ticket | None:
+        chosen = _choose(self._waiting, resident_model, self.max_overtakes)
+        if chosen is None:
+            return None
+        self._waiting.remove(chosen)
+        for ticket in self._waiting:
+            if ticket.arrival < chosen.arrival:
+                ticket.overtaken += 1
+        return chosen
+
+    def predicted_order(self, resident_model: str | None) -> list[Ticket]:
+        """The order the waiting jobs would run in if nothing else arrived."""
+        shadow = [Ticket(t.model_id, t.priority, t.steps, t, t.arrival, t.overtaken) for t in self._waiting]
+        order: list[Ticket] = []
+        model = resident_model
+        while shadow:
+            chosen = _choose(shadow, model, self.max_overtakes)
+            assert chosen is not None
+            shadow.remove(chosen)
+            for ticket in shadow:
+                if ticket.arrival < chosen.arrival:
+                    ticket.overtaken += 1
+            order.append(chosen.payload)
+            model = chosen.model_id or model
+        return order
+
+
+def _choose(waiting: list[Ticket], resident_model: str | None, max_overtakes: int) -> Ticket | None:
+    if not waiting:
+        return None
+    aged = [t for t in waiting if t.overtaken >= max_overtakes]
+    if aged:
+        return min(aged, key=lambda t: t.arrival)
+    top = max(t.priority for t in waiting)
+    candidates = [t for t in waiting if t.priority == top]
+    resident = [t for t in candidates if t.model_id in (resident_model, None)]
+    return min(resident or candidates, key=lambda t: t.arrival)
+
+
+def count_switches(order: list[str], start: str | None) -> int:
+    """Model switches needed to run jobs for these models in this order."""
+    switches, model = 0, start
+    for next_model in order:
+        if next_model != model:
+            switches += 1
+            model = next_model
+    return switches
+
+
+def simulate(arrivals: list[str], resident: str | None, max_overtakes: int) -> list[str]:
+    """Runs a queue of jobs (by model id) to completion and returns the order they ran in."""
+    queue = SwapAwareQueue(max_overtakes)
+    for model_id in arrivals:
+        queue.push(Ticket(model_id))
+    order: list[str] = []
+    while (ticket := queue.pop_next(resident)) is not None:
+        assert ticket.model_id is not None
+        order.append(ticket.model_id)
+        resident = ticket.model_id
+    return order

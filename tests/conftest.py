@@ -1,0 +1,19 @@
+"""Fixtures shared across the suite: the tiny diffusion models, built once and reused between runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def tiny_models_dir() -> Path:
+    """`<repo>/models` with every tiny twin built (skipped when current ones are already there)."""
+    from adgen_diffusion.tiny import build_all_tiny_models
+
+    models_dir = REPO_ROOT / "models"
+    build_all_tiny_models(models_dir)
+    return models_dir

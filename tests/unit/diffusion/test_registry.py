@@ -1,0 +1,60 @@
+"""The model registry: the shipped allowlist, tiny limits, and refusal of bad entries."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from adgen_diffusion.errors import ModelNotFoundError
+from adgen_diffusion.registry import ModelRegistry, Task
+
+REAL_IDS = {"flux2-klein-4b", "flux2-klein-9b", "flux2-klein-9b-fp8", "qwen-image-edit-2511", "z-image-turbo"}
+
+
+def test_shipped_registry_names_every_seed_model() -> None:
+    assert set(ModelRegistry.load().ids()) == REAL_IDS
+
+
+def test_licences_mark_klein_9b_non_commercial_and_the_rest_commercial() -> None:
+    registry = ModelRegistry.load()
+    commercial = {entry.id: entry.commercial_use for entry in registry}
+    assert commercial == {
+        "flux2-klein-4b": True,
+        "flux2-klein-9b": False,
+        "flux2-klein-9b-fp8": False,
+        "qwen-image-edit-2511": True,
+        "z-image-turbo": True,
+    }
+
+
+def test_entries_declare_tasks_steps_and_weights_source() -> None:
+    registry = ModelRegistry.load()
+    z_image = registry.get("z-image-turbo")
+    assert (z_image.default_steps, z_image.default_guidance, z_image.tasks) == (9, 0.0, frozenset({Task.TEXT_TO_IMAGE}))
+    qwen = registry.get("qwen-image-edit-2511")
+    assert qwen.tasks == {Task.IMAGE_EDIT} and qwen.repo == "Qwen/Qwen-Image-Edit-2511"
+    fp8 = registry.get("flux2-klein-9b-fp8")
+    assert fp8.single_file == "flux-2-klein-9b-fp8.safetensors"
+    assert fp8.config_repo == "black-forest-labs/FLUX.2-klein-9B"
+    assert registry.get("flux2-klein-4b").supports(Task.IMAGE_EDIT)
+
+
+def test_unknown_id_raises_model_not_found() -> None:
+    with pytest.raises(ModelNotFoundError, match="not in the registry"):
+        ModelRegistry.load().get("stable-diffusion-1.5")
+
+
+def test_tiny_mode_keeps_public_ids_and_relaxes_size_limits() -> None:
+    real, tiny = ModelRegistry.load(), ModelRegistry.load(tiny=True)
+    assert real.ids() == tiny.ids()
+    assert real.get("flux2-klein-4b").min_side == 256
+    assert tiny.get("flux2-klein-4b").min_side == tiny.tiny_limits.min_side < 256
+
+
+def test_entry_with_unknown_placement_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "models.toml"
+    text = (Path(__file__).parents[3] / "services/diffusion/adgen_diffusion/models.toml").read_text()
+    path.write_text(text.replace('placement = "gpu"', 'placement = "teleport"', 1))
+    with pytest.raises(ValueError, match="placement"):
+        ModelRegistry.load(path)
