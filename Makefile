@@ -16,7 +16,7 @@ STAMP := $(VENV)/.installed
 
 SYSTEM_FONT := Noto Sans CJK KR
 
-.PHONY: help system-deps install protos check-protos lint buf test test-fast tiny-models demo serve clean
+.PHONY: help system-deps install readme protos check-protos lint buf test test-fast tiny-models demo serve clean
 
 help: ## List the targets.
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -46,10 +46,14 @@ buf: $(STAMP) ## buf lint, format and breaking-change checks on protos/.
 	  npx buf breaking --against '.git#ref=$(BUF_AGAINST)'; \
 	else echo "buf breaking: no $(BUF_AGAINST) to compare with (first commit); skipped"; fi
 
-lint: $(STAMP) ## ruff, ruff format and mypy (strict).
+readme: $(STAMP) ## Regenerate the README's settings tables from the settings classes.
+	$(BIN)/python scripts/readme_settings.py
+
+lint: $(STAMP) ## ruff, ruff format, mypy (strict) and the README's settings tables.
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy services clients tests bench scripts
+	$(BIN)/python scripts/readme_settings.py --check
 
 system-deps: ## Check the Debian packages the suite needs (CI installs them in .ci/run).
 	@fc-list 2>/dev/null | grep -q "$(SYSTEM_FONT)" || { echo "missing font $(SYSTEM_FONT): sudo apt-get install fonts-noto-cjk"; exit 1; }
