@@ -56,7 +56,7 @@ lint: $(STAMP) ## ruff, ruff format, mypy (strict) and the README's settings tab
 	$(BIN)/python scripts/readme_settings.py --check
 
 system-deps: ## Check the Debian packages the suite needs (CI installs them in .ci/run).
-	@fc-list 2>/dev/null | grep -q "$(SYSTEM_FONT)" || { echo "missing font $(SYSTEM_FONT): sudo apt-get install fonts-noto-cjk"; exit 1; }
+	@[ -n "$$(fc-list "$(SYSTEM_FONT)" 2>/dev/null)" ] || { echo "missing font $(SYSTEM_FONT): sudo apt-get install fonts-noto-cjk"; exit 1; }
 
 test: system-deps install check-protos buf lint ## Install, then run every check and the whole test suite.
 	$(BIN)/pytest
