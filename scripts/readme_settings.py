@@ -21,6 +21,7 @@ SETTINGS_CLASSES = {
     "orchestrator": "adgen_orchestrator.config:OrchestratorSettings",
     "copywriter": "adgen_copywriter.config:CopywriterSettings",
     "diffusion": "adgen_diffusion.config:DiffusionSettings",
+    "web": "adgen_web.config:WebSettings",
 }
 
 

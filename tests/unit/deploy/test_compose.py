@@ -62,10 +62,18 @@ def test_diffusion_reserves_one_nvidia_gpu_and_mounts_the_model_cache(compose: d
     assert "model-cache" in compose["volumes"]
 
 
-def test_only_the_public_ad_service_is_published_beyond_loopback(compose: dict[str, Any]) -> None:
+def test_only_the_public_ad_service_and_the_web_page_are_published_beyond_loopback(compose: dict[str, Any]) -> None:
     for name, service in compose["services"].items():
         for mapping in service["ports"]:
-            assert name == "orchestrator" or mapping.startswith("127.0.0.1:"), f"{name} publishes {mapping}"
+            public = name in ("orchestrator", "web")
+            assert public or mapping.startswith("127.0.0.1:"), f"{name} publishes {mapping}"
+
+
+def test_web_page_talks_to_the_orchestrator_and_probes_streamlit_health(compose: dict[str, Any]) -> None:
+    web = compose["services"]["web"]
+    assert web["environment"]["ADGEN_WEB_TARGET"] == "orchestrator:50051"
+    assert web["depends_on"] == {"orchestrator": {"condition": "service_healthy"}}
+    assert "/_stcore/health" in " ".join(web["healthcheck"]["test"])
 
 
 def test_orchestrator_waits_for_healthy_downstreams_and_points_at_them(compose: dict[str, Any]) -> None:
@@ -78,7 +86,7 @@ def test_orchestrator_waits_for_healthy_downstreams_and_points_at_them(compose: 
     assert orchestrator["environment"]["ADGEN_ORCHESTRATOR_COPYWRITER_TARGET"] == "copywriter:50052"
 
 
-@pytest.mark.parametrize("service", sorted(SERVICE_NAMES))
+@pytest.mark.parametrize("service", [*sorted(SERVICE_NAMES), "web"])
 def test_each_image_installs_only_its_own_extra(compose: dict[str, Any], service: str) -> None:
     target = compose["services"][service]["build"]["target"]
     stage = dockerfile_stages()[target]

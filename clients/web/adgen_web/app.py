@@ -1,0 +1,314 @@
+"""The AdGen Streamlit page: "광고 만들기" (create an ad) and "사진 편집" (edit a photo), through the SDK."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+
+import grpc
+import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
+
+from adgen.ad.v1 import ad_service_pb2 as ad_pb
+from adgen.type.v1 import ad_pb2
+from adgen_client.client import AdGenClient
+from adgen_client.errors import AdGenError
+from adgen_client.requests import CreateAdOptions, EditAdOptions
+from adgen_web.config import WebSettings
+from adgen_web.downloads import copy_as_json, copy_as_text, hashtags_for_display, image_mime, image_suffix
+from adgen_web.messages import UserMessage, describe_error
+from adgen_web.progress import progress_fraction, progress_text
+
+_LOGGER = logging.getLogger(__name__)
+
+CREATE_MODE = "광고 만들기"
+EDIT_MODE = "사진 편집"
+TONES: dict[str, str] = {
+    "친근하게": "friendly",
+    "감성적으로": "emotional",
+    "고급스럽게": "premium",
+    "발랄하게": "playful",
+    "정보 위주로": "informative",
+}
+PLACEMENTS: dict[str, str] = {
+    "피드 정사각형 (1:1)": "feed-square",
+    "피드 세로형 (4:5)": "feed-portrait",
+    "스토리·릴스 (9:16)": "story",
+}
+PHOTO_TYPES = ["png", "jpg", "jpeg", "webp"]
+_CREATE_OUTCOME = "create_outcome"
+_EDIT_OUTCOME = "edit_outcome"
+# A stream that ended without its result event.
+_STREAM_ENDED_EARLY = AdGenError(code=grpc.StatusCode.UNKNOWN, message="stream ended without a result")
+
+
+@dataclass(frozen=True)
+class CreateInput:
+    """What the shop owner asked for on the create form."""
+
+    keyword: str
+    tone: str
+    placement: str
+    variant_count: int
+    facts: ad_pb2.MerchantFacts | None
+    ai_disclosure: bool
+    overlay_headline: bool
+
+
+@dataclass(frozen=True)
+class EditOutcome:
+    """A finished edit, with the photo it started from for the side-by-side view."""
+
+    original: bytes
+    result: ad_pb.EditAdResponse
+
+
+@st.cache_resource(show_spinner=False)
+def adgen_client(target: str, timeout_s: float) -> AdGenClient:
+    """One SDK client (and channel) per target, shared by every browser session of this process."""
+    return AdGenClient(target, timeout=timeout_s)
+
+
+def render_page() -> None:
+    """The whole page: header, mode switch, then the chosen mode."""
+    st.set_page_config(page_title="AdGen · 카페 광고 만들기", page_icon="🧃", layout="wide")
+    settings = WebSettings()
+    st.title("AdGen 광고 도우미")
+    st.caption("상품 키워드만 적으면 인스타그램 광고 문구와 이미지를 만들어 드려요. 사진 편집도 할 수 있어요.")
+    mode = st.radio("무엇을 할까요?", [CREATE_MODE, EDIT_MODE], horizontal=True, key="mode")
+    client = adgen_client(settings.target, settings.timeout_s)
+    if mode == EDIT_MODE:
+        edit_page(client, settings)
+    else:
+        create_page(client, settings)
+
+
+# ---- 광고 만들기 ----
+
+
+def create_page(client: AdGenClient, settings: WebSettings) -> None:
+    """The create form; on submit streams the ad live, then shows the kept result."""
+    request = create_form()
+    if request is not None:
+        if not request.keyword:
+            st.warning("광고할 상품 키워드를 입력해 주세요. 예: 여름 느낌 딸기 생과일 주스")
+        else:
+            st.session_state[_CREATE_OUTCOME] = stream_create(client, settings, request)
+    outcome = st.session_state.get(_CREATE_OUTCOME)
+    if isinstance(outcome, UserMessage):
+        show_error(outcome)
+    elif isinstance(outcome, ad_pb.CreateAdResponse):
+        show_ad(outcome)
+
+
+def create_form() -> CreateInput | None:
+    """The create form's values once submitted, else None."""
+    with st.form("create_form"):
+        keyword = st.text_input("상품 키워드", placeholder="예: 여름 느낌 딸기 생과일 주스", key="keyword")
+        left, middle, right = st.columns(3)
+        tone = left.selectbox("말투", list(TONES), key="tone")
+        placement = middle.selectbox("게재 위치", list(PLACEMENTS), key="placement")
+        variant_count = right.number_input("시안 개수", min_value=1, max_value=4, value=1, step=1, key="variants")
+        with st.expander("가게 정보 (선택) — 적은 내용만 문구에 들어가요"):
+            shop_name = st.text_input("가게 이름", key="shop_name")
+            price = st.text_input("가격", placeholder="예: 5,500원", key="price")
+            origin = st.text_input("원산지", placeholder="예: 국내산 딸기", key="origin")
+            promotion = st.text_input("행사", placeholder="예: 8월 한 달 1+1", key="promotion")
+        ai_disclosure = st.checkbox("이미지에 'AI 생성' 표시 넣기", value=True, key="ai_disclosure")
+        overlay_headline = st.checkbox("이미지에 헤드라인 글자 넣기", value=False, key="overlay_headline")
+        if not st.form_submit_button("광고 만들기", type="primary"):
+            return None
+    facts = ad_pb2.MerchantFacts(
+        shop_name=shop_name.strip(), price=price.strip(), origin=origin.strip(), promotion=promotion.strip()
+    )
+    return CreateInput(
+        keyword=keyword.strip(),
+        tone=TONES[str(tone)],
+        placement=PLACEMENTS[str(placement)],
+        variant_count=int(variant_count),
+        facts=facts if facts.ByteSize() else None,
+        ai_disclosure=ai_disclosure,
+        overlay_headline=overlay_headline,
+    )
+
+
+def create_options(request: CreateInput, settings: WebSettings, request_id: str) -> CreateAdOptions:
+    """SDK options for one create call; size and steps come from the settings when set."""
+    options: CreateAdOptions = {
+        "tone": request.tone,
+        "placement": request.placement,
+        "variant_count": request.variant_count,
+        "facts": request.facts,
+        "request_id": request_id,
+        "ai_disclosure": request.ai_disclosure,
+        "overlay_headline": request.overlay_headline,
+    }
+    if settings.image_width and settings.image_height:
+        options["width"], options["height"] = settings.image_width, settings.image_height
+    if settings.num_inference_steps is not None:
+        options["num_inference_steps"] = settings.num_inference_steps
+    return options
+
+
+def stream_create(
+    client: AdGenClient, settings: WebSettings, request: CreateInput
+) -> ad_pb.CreateAdResponse | UserMessage:
+    """Streams one ad, showing progress, the copy and each image as they arrive; returns the outcome."""
+    request_id = uuid.uuid4().hex
+    live = st.empty()
+    with live.container():
+        status = st.status("광고를 만드는 중이에요…", expanded=True)
+        bars = [status.progress(0.0, text=f"시안 {i + 1}: 준비 중이에요") for i in range(request.variant_count)]
+        copy_slot = status.empty()
+        image_slots = [column.empty() for column in st.columns(request.variant_count)]
+    result: ad_pb.CreateAdResponse | None = None
+    try:
+        events = client.stream_create_ad(request.keyword, **create_options(request, settings, request_id))
+        for event in events:
+            kind = event.WhichOneof("event")
+            if kind == "copy":
+                copy_slot.markdown(f"✍️ 문구 완성: **{event.copy.headline}**")
+            elif kind == "progress":
+                _show_progress(bars, event.progress)
+            elif kind == "image":
+                _show_live_image(image_slots, event.image)
+            elif kind == "result":
+                result = event.result
+    except AdGenError as error:
+        _LOGGER.info("create failed: %s (request %s)", error, request_id)
+        status.update(label="광고를 만들지 못했어요", state="error", expanded=False)
+        return describe_error(error, request_id)
+    live.empty()  # The kept result below shows the same images and copy in full.
+    if result is None:
+        return describe_error(_STREAM_ENDED_EARLY, request_id)
+    return result
+
+
+def _show_progress(bars: list[DeltaGenerator], update: ad_pb.VariantProgress) -> None:
+    if 0 <= update.variant_index < len(bars):
+        text = f"시안 {update.variant_index + 1}: {progress_text(update.progress)}"
+        bars[update.variant_index].progress(progress_fraction(update.progress), text=text)
+
+
+def _show_live_image(slots: list[DeltaGenerator], image: ad_pb.AdImage) -> None:
+    if 0 <= image.variant_index < len(slots):
+        slots[image.variant_index].image(image.image.data, caption=f"시안 {image.variant_index + 1}")
+
+
+def show_ad(ad: ad_pb.CreateAdResponse) -> None:
+    """The finished ad: images with their downloads, then the copy with its downloads."""
+    seconds = ad.total_duration.ToTimedelta().total_seconds()
+    st.success(f"광고가 완성됐어요! 시안 {len(ad.images)}개 · {seconds:.1f}초")
+    columns = st.columns(max(len(ad.images), 1))
+    for column, image in zip(columns, ad.images, strict=False):
+        number = image.variant_index + 1
+        column.image(image.image.data, caption=f"시안 {number}", alt=ad.copy.alt_text or None)
+        column.download_button(
+            f"시안 {number} 이미지 받기",
+            data=image.image.data,
+            file_name=f"adgen-{ad.request_id[:8]}-{number}.{image_suffix(image.image)}",
+            mime=image_mime(image.image),
+            on_click="ignore",
+            key=f"download_image_{number}",
+        )
+    show_copy(ad)
+
+
+def show_copy(ad: ad_pb.CreateAdResponse) -> None:
+    """Headline, hook, caption and #hashtags, and the copy as text and JSON files."""
+    copy = ad.copy
+    st.subheader(copy.headline or "광고 문구")
+    if copy.hook:
+        st.markdown(f"**첫 줄(더보기 전에 보이는 부분):** {copy.hook}")
+    st.markdown("**캡션** (오른쪽 위 버튼으로 복사할 수 있어요)")
+    st.code(copy.caption, language=None, wrap_lines=True)
+    st.markdown(" ".join(f"`{tag}`" for tag in hashtags_for_display(copy)))
+    left, right = st.columns(2)
+    stem = f"adgen-{ad.request_id[:8]}-copy"
+    left.download_button(
+        "문구 받기 (텍스트)", copy_as_text(copy), f"{stem}.txt", "text/plain", on_click="ignore", key="copy_txt"
+    )
+    right.download_button(
+        "문구 받기 (JSON)", copy_as_json(copy), f"{stem}.json", "application/json", on_click="ignore", key="copy_json"
+    )
+
+
+# ---- 사진 편집 ----
+
+
+def edit_page(client: AdGenClient, settings: WebSettings) -> None:
+    """The edit form; on submit streams the edit, then shows original and edited side by side."""
+    with st.form("edit_form"):
+        photo = st.file_uploader("상품 사진 (PNG, JPG, WEBP)", type=PHOTO_TYPES, key="photo")
+        instruction = st.text_area(
+            "어떻게 바꿀까요? (한국어나 영어)", placeholder="예: 배경을 여름 바다로 바꿔줘", key="instruction"
+        )
+        submitted = st.form_submit_button("사진 편집하기", type="primary")
+    if submitted:
+        if photo is None:
+            st.warning("편집할 사진을 먼저 올려 주세요.")
+        elif not instruction.strip():
+            st.warning("어떻게 바꿀지 적어 주세요. 예: 컵을 빨간색으로 바꿔줘")
+        else:
+            st.session_state[_EDIT_OUTCOME] = stream_edit(client, settings, photo.getvalue(), instruction.strip())
+    outcome = st.session_state.get(_EDIT_OUTCOME)
+    if isinstance(outcome, UserMessage):
+        show_error(outcome)
+    elif isinstance(outcome, EditOutcome):
+        show_edit(outcome)
+
+
+def stream_edit(
+    client: AdGenClient, settings: WebSettings, photo: bytes, instruction: str
+) -> EditOutcome | UserMessage:
+    """Streams one edit with a progress bar; returns the outcome."""
+    request_id = uuid.uuid4().hex
+    options: EditAdOptions = {"request_id": request_id}
+    if settings.num_inference_steps is not None:
+        options["num_inference_steps"] = settings.num_inference_steps
+    live = st.empty()
+    bar = live.progress(0.0, text="사진을 보내는 중이에요")
+    result: ad_pb.EditAdResponse | None = None
+    try:
+        for event in client.stream_edit_ad(photo, instruction, **options):
+            if event.WhichOneof("event") == "progress":
+                bar.progress(progress_fraction(event.progress), text=progress_text(event.progress))
+            elif event.WhichOneof("event") == "result":
+                result = event.result
+    except AdGenError as error:
+        _LOGGER.info("edit failed: %s (request %s)", error, request_id)
+        live.empty()
+        return describe_error(error, request_id)
+    live.empty()
+    if result is None:
+        return describe_error(_STREAM_ENDED_EARLY, request_id)
+    return EditOutcome(original=photo, result=result)
+
+
+def show_edit(outcome: EditOutcome) -> None:
+    """Original and edited photo side by side, and the edited one's download."""
+    edited = outcome.result.image
+    st.success("사진 편집이 끝났어요!")
+    before, after = st.columns(2)
+    before.image(outcome.original, caption="원본")
+    after.image(edited.data, caption="편집한 사진")
+    after.download_button(
+        "편집한 사진 받기",
+        data=edited.data,
+        file_name=f"adgen-edit-{outcome.result.request_id[:8]}.{image_suffix(edited)}",
+        mime=image_mime(edited),
+        on_click="ignore",
+        key="download_edited",
+    )
+
+
+def show_error(message: UserMessage) -> None:
+    """An error as the shop owner reads it: what happened, what to do, and the id for support."""
+    st.error(f"{message.problem}\n\n{message.next_step}", icon="⚠️")
+    if message.request_id:
+        st.caption(f"요청 번호: {message.request_id}")
+
+
+if __name__ == "__main__":
+    render_page()
