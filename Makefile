@@ -57,6 +57,7 @@ lint: $(STAMP) ## ruff, ruff format, mypy (strict) and the README's settings tab
 
 system-deps: ## Check the Debian packages the suite needs (CI installs them in .ci/run).
 	@[ -n "$$(fc-list "$(SYSTEM_FONT)" 2>/dev/null)" ] || { echo "missing font $(SYSTEM_FONT): sudo apt-get install fonts-noto-cjk"; exit 1; }
+	@command -v chromium >/dev/null || { echo "missing chromium (browser test): sudo apt-get install chromium"; exit 1; }
 
 test: system-deps install check-protos buf lint ## Install, then run every check and the whole test suite.
 	$(BIN)/pytest
