@@ -6,25 +6,28 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
+import grpc
 from grpc import aio
 from grpc_interceptor import AsyncServerInterceptor
 from grpc_interceptor.exception_to_status import AsyncExceptionToStatusInterceptor
 
+from adgen_client.channel import REQUEST_ID_METADATA_KEY
 from adgen_runtime import Context
 from adgen_runtime.errors import AdGenError, internal_error
 from adgen_runtime.logs import current_request_id, request_id_var
 
 _LOGGER = logging.getLogger(__name__)
 
-REQUEST_ID_METADATA_KEY = "x-request-id"
-
 
 class RequestContextInterceptor(AsyncServerInterceptor):
     """Gives every call a request id (the caller's `x-request-id`, or a new one) and logs it.
 
-    The id is echoed in the initial metadata and tagged on every log line of the call.
+    The id is answered in the trailing metadata and tagged on every log line of the call. It is
+    not sent as initial metadata: that would commit the call and stop clients from retrying an
+    UNAVAILABLE the server returns.
     """
 
     async def intercept(
@@ -33,7 +36,7 @@ class RequestContextInterceptor(AsyncServerInterceptor):
         incoming = dict(context.invocation_metadata() or ())
         request_id = str(incoming.get(REQUEST_ID_METADATA_KEY) or uuid.uuid4().hex)
         request_id_var.set(request_id)
-        await context.send_initial_metadata(((REQUEST_ID_METADATA_KEY, request_id),))
+        context.set_trailing_metadata(((REQUEST_ID_METADATA_KEY, request_id),))
         _LOGGER.info("call %s", method_name)
         started = time.perf_counter()
         response_or_iterator = method(request_or_iterator, context)
@@ -59,10 +62,23 @@ class ErrorInterceptor(AsyncExceptionToStatusInterceptor):
             raise ex  # The handler already set the status itself.
         if isinstance(ex, AdGenError):
             _LOGGER.info("%s failed: %s %s", method_name, ex.code.name, ex.message)
-            await context.abort_with_status(ex.to_status())
+            await context.abort_with_status(_with_request_id(ex.to_status()))
         _LOGGER.exception("%s failed unexpectedly", method_name)
-        await context.abort_with_status(internal_error(current_request_id()).to_status())
+        await context.abort_with_status(_with_request_id(internal_error(current_request_id()).to_status()))
         raise AssertionError("unreachable: abort_with_status raises")
+
+
+@dataclass(frozen=True)
+class _Status(grpc.Status):
+    code: grpc.StatusCode
+    details: str
+    trailing_metadata: tuple[tuple[str, str | bytes], ...]
+
+
+def _with_request_id(status: grpc.Status) -> grpc.Status:
+    """The status with the call's request id added to its trailing metadata (abort replaces it)."""
+    trailing = (*status.trailing_metadata, (REQUEST_ID_METADATA_KEY, current_request_id()))
+    return _Status(status.code, status.details, trailing)
 
 
 def server_interceptors() -> list[aio.ServerInterceptor]:

@@ -93,13 +93,26 @@ async def test_unexpected_exception_is_internal_without_leaking_text(running: Ru
     assert "req-42" in (raised.value.details() or "")
 
 
-async def test_request_id_is_echoed_in_initial_metadata(running: RunningServer) -> None:
+async def test_request_id_is_answered_in_trailing_metadata(running: RunningServer) -> None:
     async with create_aio_channel(f"127.0.0.1:{running.port}") as channel:
         call = pb_grpc.CopywriterServiceStub(channel).GenerateCopy(
             pb.GenerateCopyRequest(keyword="ok"), metadata=(("x-request-id", "abc"),)
         )
         assert (await call).caption == "ok"
-        assert ("x-request-id", "abc") in tuple(await call.initial_metadata())
+        assert ("x-request-id", "abc") in tuple(await call.trailing_metadata())
+        assert tuple(await call.initial_metadata()) == ()  # Nothing commits the call before its answer.
+
+
+async def test_errors_carry_the_request_id_next_to_their_details(running: RunningServer) -> None:
+    async with create_aio_channel(f"127.0.0.1:{running.port}") as channel:
+        call = pb_grpc.CopywriterServiceStub(channel).GenerateCopy(
+            pb.GenerateCopyRequest(keyword=""), metadata=(("x-request-id", "bad-1"),)
+        )
+        with pytest.raises(aio.AioRpcError):
+            await call
+        trailing = dict(await call.trailing_metadata())
+    assert trailing["x-request-id"] == "bad-1"
+    assert "grpc-status-details-bin" in trailing
 
 
 async def test_health_reports_per_service_and_goes_not_serving_on_shutdown(running: RunningServer) -> None:
