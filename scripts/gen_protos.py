@@ -1,5 +1,9 @@
 """Regenerates the committed Python stubs in gen/python from protos/ (run `make protos`).
 
+Besides messages, gRPC stubs and their typings, the public AdService also gets Connect code
+(`*_connect.py`, by protoc-gen-connectrpc for google.protobuf messages, asyncio only): the
+orchestrator serves it as its HTTP/JSON and gRPC-Web edge.
+
 The stubs are committed so that a plain `pip install` of the repository needs no protoc;
 `make check-protos` regenerates them into a scratch directory and fails on any drift.
 """
@@ -18,6 +22,9 @@ from grpc_tools import protoc
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "protos"
 DEFAULT_OUT = ROOT / "gen" / "python"
+# Only the public API is served over HTTP; the internal services stay gRPC-only.
+CONNECT_PROTOS = ("adgen/ad/v1/ad_service.proto",)
+CONNECT_OPTIONS = "protobuf=google,io=async"
 
 
 def generate(out_dir: Path) -> None:
@@ -39,6 +46,17 @@ def generate(out_dir: Path) -> None:
     ]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
+    connect_args = [
+        "grpc_tools.protoc",
+        f"-I{PROTO_ROOT}",
+        f"-I{well_known}",
+        f"--plugin=protoc-gen-connectrpc={bin_dir / 'protoc-gen-connectrpc'}",
+        f"--connectrpc_out={out_dir}",
+        f"--connectrpc_opt={CONNECT_OPTIONS}",
+        *CONNECT_PROTOS,
+    ]
+    if protoc.main(connect_args) != 0:
+        raise SystemExit("protoc (connectrpc) failed")
     for package in {out_dir / Path(p).parent for p in protos} | {out_dir / "adgen"}:
         for directory in [package, *package.parents]:
             if directory == out_dir or not directory.is_relative_to(out_dir):

@@ -22,11 +22,12 @@ pytestmark = pytest.mark.integration
 
 @dataclass(frozen=True)
 class Services:
-    """host:port of each running service."""
+    """host:port of each running service, and the base URL of the orchestrator's HTTP edge."""
 
     orchestrator: str
     copywriter: str
     diffusion: str
+    orchestrator_http: str
 
 
 def unused_loopback_port() -> int:
@@ -48,6 +49,7 @@ async def services(tiny_models_dir: Path) -> AsyncIterator[Services]:
         orchestrator = await create_orchestrator(
             OrchestratorSettings(
                 port=0,
+                http_port=0,
                 copywriter_target=f"127.0.0.1:{copywriter.port}",
                 diffusion_target=f"127.0.0.1:{diffusion.port}",
             )
@@ -57,6 +59,7 @@ async def services(tiny_models_dir: Path) -> AsyncIterator[Services]:
             orchestrator=f"127.0.0.1:{orchestrator.port}",
             copywriter=f"127.0.0.1:{copywriter.port}",
             diffusion=f"127.0.0.1:{diffusion.port}",
+            orchestrator_http=f"http://127.0.0.1:{orchestrator.http_port}",
         )
     finally:
         for server in reversed(started):
@@ -68,7 +71,10 @@ async def orchestrator_without_diffusion(services: Services) -> AsyncIterator[st
     """An orchestrator whose diffusion target has nothing listening, next to a real copywriter."""
     orchestrator = await create_orchestrator(
         OrchestratorSettings(
-            port=0, copywriter_target=services.copywriter, diffusion_target=f"127.0.0.1:{unused_loopback_port()}"
+            port=0,
+            http_enabled=False,
+            copywriter_target=services.copywriter,
+            diffusion_target=f"127.0.0.1:{unused_loopback_port()}",
         )
     )
     yield f"127.0.0.1:{orchestrator.port}"

@@ -11,14 +11,17 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from PIL import Image
+from PIL import Image, ImageChops
 from typer.testing import CliRunner
 
-from adgen.type.v1 import progress_pb2
+from adgen.type.v1 import ad_pb2, progress_pb2
 from adgen_client import AdGenError, AsyncAdGenClient
 from adgen_client.channel import create_aio_channel
 from adgen_client.cli import app
 from adgen_client.requests import CreateAdOptions
+from adgen_orchestrator.ad_pipeline import AI_DISCLOSURE_LINE
+from adgen_orchestrator.overlay import Box, safe_zone_for
+from adgen_orchestrator.provenance import IPTC_DIGITAL_SOURCE_TYPE as IPTC
 from tests.integration.conftest import Services
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -160,7 +163,59 @@ async def test_cli_creates_and_edits_end_to_end(services: Services, tmp_path: Pa
     )  # fmt: skip
     assert edited.exit_code == 0, edited.output
     edit_manifest = json.loads((tmp_path / "edit" / "edit.json").read_text(encoding="utf-8"))
-    assert _decoded_size((tmp_path / "edit" / edit_manifest["file"]).read_bytes()) == (128, 128)
+    edited_photo = tmp_path / "edit" / edit_manifest["file"]
+    assert _decoded_size(edited_photo.read_bytes()) == (128, 128)
+
+    # The files on disk carry their AI labels: IPTC digital source type in XMP, and PNG text.
+    assert _labels(photo) == (IPTC + "trainedAlgorithmicMedia",) * 2
+    assert _labels(edited_photo) == (IPTC + "compositeWithTrainedAlgorithmicMedia",) * 2
+    with Image.open(photo) as image:
+        assert image.info["Source"] == "flux2-klein-4b" and image.info["Description"] == manifest["image_prompts"][0]
+        assert image.info["adgen:seed"] == str(manifest["seeds"][0])
+
+
+def _labels(path: Path) -> tuple[str, str]:
+    """(XMP Iptc4xmpExt:DigitalSourceType, PNG text adgen:digital_source_type) of an image file."""
+    with Image.open(path) as image:
+        xmp = image.info["XML:com.adobe.xmp"]
+        match = re.search(r'Iptc4xmpExt:DigitalSourceType="([^"]+)"', xmp)
+        assert match is not None, xmp
+        return match.group(1), image.info["adgen:digital_source_type"]
+
+
+async def test_jpeg_ads_carry_the_iptc_label_in_xmp(services: Services) -> None:
+    async with AsyncAdGenClient(services.orchestrator, timeout=120) as client:
+        ad = await client.create_ad(KEYWORD, **(SMALL | {"output_format": "jpeg"}))
+    with Image.open(io.BytesIO(ad.images[0].image.data)) as image:
+        assert image.format == "JPEG"
+        assert f'DigitalSourceType="{IPTC}trainedAlgorithmicMedia"' in image.info["xmp"].decode()
+
+
+async def test_four_variants_get_four_different_prompts_from_the_copywriter(services: Services) -> None:
+    async with AsyncAdGenClient(services.orchestrator, timeout=120) as client:
+        ad = await client.create_ad(KEYWORD, **(SMALL | {"variant_count": 4, "width": 64, "height": 64}))
+    prompts = [image.image_prompt for image in ad.images]
+    assert len(set(prompts)) == 4, prompts
+
+
+async def test_quality_preference_overlay_and_disclosure_on_the_real_models(services: Services) -> None:
+    story: CreateAdOptions = {"placement": "story", "width": 144, "height": 256, "num_inference_steps": 2, "seed": 8}
+    plain_options: CreateAdOptions = story | {"quality": "quality"}
+    marked_options: CreateAdOptions = plain_options | {"overlay_headline": True, "ai_disclosure": True}
+    async with AsyncAdGenClient(services.orchestrator, timeout=120) as client:
+        plain = await client.create_ad(KEYWORD, **plain_options)
+        marked = await client.create_ad(KEYWORD, **marked_options)
+    assert plain.model_id == marked.model_id == "z-image-turbo"
+    assert marked.copy.caption.endswith(AI_DISCLOSURE_LINE) and AI_DISCLOSURE_LINE not in plain.copy.caption
+    with (
+        Image.open(io.BytesIO(plain.images[0].image.data)) as before,
+        Image.open(io.BytesIO(marked.images[0].image.data)) as after,
+    ):
+        changed = ImageChops.difference(before.convert("RGB"), after.convert("RGB")).getbbox()
+    zone = safe_zone_for(ad_pb2.PLACEMENT_STORY).box(144, 256)
+    # Headline at the top and badge at the bottom: the text spans the safe zone but stays inside it.
+    assert changed is not None and zone.contains(Box(*changed))
+    assert changed[1] < 256 // 3 and changed[3] > 256 * 2 // 3
 
 
 async def test_stream_errors_name_fields_by_their_path_in_the_stream_request(services: Services) -> None:

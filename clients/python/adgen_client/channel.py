@@ -8,6 +8,10 @@ from typing import Any
 import grpc
 from grpc import aio
 
+# Callers may name their request with this metadata key; servers answer it in the trailing
+# metadata and tag their logs with it.
+REQUEST_ID_METADATA_KEY = "x-request-id"
+
 # Images travel as raw bytes; a 4-variant ad at 1080×1920 PNG passes the 4 MiB default.
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 

@@ -43,6 +43,11 @@ class ToneChoice(enum.StrEnum):
     INFORMATIVE = "informative"
 
 
+class QualityChoice(enum.StrEnum):
+    FAST = "fast"
+    QUALITY = "quality"
+
+
 class FormatChoice(enum.StrEnum):
     PNG = "png"
     JPEG = "jpeg"
@@ -56,7 +61,13 @@ Seed = Annotated[int | None, typer.Option(min=0, help="Seed of the first image; 
 Steps = Annotated[int | None, typer.Option(min=1, help="Denoising steps; unset uses the model's default.")]
 Model = Annotated[str, typer.Option(help="Registry id of the model; empty uses the server's default.")]
 Format = Annotated[FormatChoice, typer.Option("--format", help="Format of the written image files.")]
-RequestId = Annotated[str, typer.Option(help="Request id for logs and tracing; empty lets the server pick.")]
+RequestId = Annotated[
+    str,
+    typer.Option(help="Request id for logs and tracing; resending one returns the same result. Empty: server picks."),
+]
+Disclose = Annotated[
+    bool, typer.Option("--ai-disclosure", help='Add a visible "AI 생성" badge (and, for ads, a caption line).')
+]
 
 
 @app.command()
@@ -72,6 +83,13 @@ def create(
     height: Annotated[int, typer.Option(help="Explicit height (with --width), overriding the placement.")] = 0,
     steps: Steps = None,
     model: Model = "",
+    quality: Annotated[
+        QualityChoice | None, typer.Option(help="Speed or quality: picks the model when --model is not given.")
+    ] = None,
+    overlay_headline: Annotated[
+        bool, typer.Option("--overlay-headline", help="Draw the Korean headline onto each image.")
+    ] = False,
+    ai_disclosure: Disclose = False,
     request_id: RequestId = "",
     target: Target = DEFAULT_TARGET,
     timeout: Timeout = DEFAULT_TIMEOUT_S,
@@ -98,6 +116,9 @@ def create(
             height=height,
             num_inference_steps=steps,
             model_id=model,
+            quality=quality.value if quality else None,
+            overlay_headline=overlay_headline,
+            ai_disclosure=ai_disclosure,
             request_id=request_id,
         )
         for event in events:
@@ -129,6 +150,7 @@ def edit(
     image_format: Format = FormatChoice.PNG,
     steps: Steps = None,
     model: Model = "",
+    ai_disclosure: Disclose = False,
     request_id: RequestId = "",
     target: Target = DEFAULT_TARGET,
     timeout: Timeout = DEFAULT_TIMEOUT_S,
@@ -145,6 +167,7 @@ def edit(
             output_format=image_format.value,
             num_inference_steps=steps,
             model_id=model,
+            ai_disclosure=ai_disclosure,
             request_id=request_id,
         )
         for event in events:

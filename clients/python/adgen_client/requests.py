@@ -26,6 +26,10 @@ FORMATS: dict[str, image_pb2.ImageFormat.ValueType] = {
     "jpeg": image_pb2.IMAGE_FORMAT_JPEG,
     "webp": image_pb2.IMAGE_FORMAT_WEBP,
 }
+QUALITY_PREFERENCES: dict[str, ad_pb.QualityPreference.ValueType] = {
+    "fast": ad_pb.QUALITY_PREFERENCE_FAST,
+    "quality": ad_pb.QUALITY_PREFERENCE_QUALITY,
+}
 _E = TypeVar("_E", bound=int)
 
 FILE_SUFFIXES: dict[image_pb2.ImageFormat.ValueType, str] = {
@@ -37,6 +41,7 @@ FILE_SUFFIXES: dict[image_pb2.ImageFormat.ValueType, str] = {
 PlacementArg: TypeAlias = ad_pb2.Placement.ValueType | str | None
 ToneArg: TypeAlias = ad_pb2.Tone.ValueType | str | None
 FormatArg: TypeAlias = image_pb2.ImageFormat.ValueType | str | None
+QualityArg: TypeAlias = ad_pb.QualityPreference.ValueType | str | None
 PhotoArg: TypeAlias = bytes | str | Path
 
 
@@ -66,6 +71,9 @@ class CreateAdOptions(TypedDict, total=False):
     facts: ad_pb2.MerchantFacts | None
     num_inference_steps: int | None
     request_id: str
+    overlay_headline: bool
+    ai_disclosure: bool
+    quality: QualityArg
 
 
 class EditAdOptions(TypedDict, total=False):
@@ -76,10 +84,12 @@ class EditAdOptions(TypedDict, total=False):
     output_format: FormatArg
     num_inference_steps: int | None
     request_id: str
+    ai_disclosure: bool
 
 
 def create_ad_request(keyword: str, **options: Unpack[CreateAdOptions]) -> ad_pb.CreateAdRequest:
-    """A CreateAdRequest; placement, tone and format take names ("story", "premium", "webp") or enums."""
+    """A CreateAdRequest; placement, tone, format and quality take names ("story", "premium", "webp",
+    "fast") or enums. `request_id` doubles as an idempotency key: resending it returns the same ad."""
     return ad_pb.CreateAdRequest(
         keyword=keyword,
         tone=_pick(options.get("tone"), TONES, "tone"),
@@ -93,6 +103,9 @@ def create_ad_request(keyword: str, **options: Unpack[CreateAdOptions]) -> ad_pb
         facts=options.get("facts"),
         num_inference_steps=options.get("num_inference_steps"),
         request_id=options.get("request_id", ""),
+        overlay_headline=options.get("overlay_headline", False),
+        ai_disclosure=options.get("ai_disclosure", False),
+        quality_preference=_pick(options.get("quality"), QUALITY_PREFERENCES, "quality preference"),
     )
 
 
@@ -107,4 +120,5 @@ def edit_ad_request(photo: PhotoArg, instruction: str, **options: Unpack[EditAdO
         output_format=_pick(options.get("output_format"), FORMATS, "format"),
         num_inference_steps=options.get("num_inference_steps"),
         request_id=options.get("request_id", ""),
+        ai_disclosure=options.get("ai_disclosure", False),
     )

@@ -14,7 +14,8 @@ from adgen.copywriter.v1 import copywriter_service_pb2 as cw_pb
 from adgen.diffusion.v1 import diffusion_service_pb2 as df_pb
 from adgen.type.v1 import error_reason_pb2, image_pb2
 from adgen_orchestrator.downstream import CallBudget, CopywriterClient, DiffusionClient
-from adgen_orchestrator.imaging import deliver
+from adgen_orchestrator.imaging import Overlay, deliver
+from adgen_orchestrator.overlay import FontUnavailableError
 from adgen_orchestrator.provenance import ContentLabel, SourceType
 from adgen_orchestrator.sizing import Size, SizeRules, generation_size
 from adgen_orchestrator.validation import CreateAdSpec, EditAdSpec
@@ -22,6 +23,9 @@ from adgen_runtime.errors import FailedPrecondition, Internal, NotFound
 
 _LOGGER = logging.getLogger(__name__)
 _R = error_reason_pb2
+
+# Added to the caption when the caller asks for AI disclosure (AI Basic Act, Art. 31).
+AI_DISCLOSURE_LINE = "이미지는 AI로 생성되었으며 실제와 다를 수 있습니다."
 
 
 class ModelCatalog:
@@ -84,13 +88,14 @@ class AdPipeline:
         started = time.monotonic()
         model = await self._catalog.model_for(spec.model_id, df_pb.MODEL_TASK_TEXT_TO_IMAGE, budget)
         copy = await self._copywriter.generate_copy(_copy_request(spec), budget)
-        ad_copy = _ad_copy(copy)
+        ad_copy = _ad_copy(copy, disclose_ai=spec.ai_disclosure)
         yield ad_pb.StreamCreateAdResponse(copy=ad_copy)
 
         render_size = generation_size(spec.size, size_rules(model))
+        overlay = Overlay(spec.placement, copy.headline if spec.overlay_headline else "", spec.ai_disclosure)
         images: list[ad_pb.AdImage] = []
         for index, prompt in enumerate(_variant_prompts(copy, spec.variant_count)):
-            async for event in self._render_variant(spec, index, prompt, render_size, budget):
+            async for event in self._render_variant(spec, index, prompt, render_size, overlay, budget):
                 if event.HasField("image"):
                     images.append(event.image)
                 yield event
@@ -106,7 +111,7 @@ class AdPipeline:
         )
 
     async def _render_variant(
-        self, spec: CreateAdSpec, index: int, prompt: str, render_size: Size, budget: CallBudget
+        self, spec: CreateAdSpec, index: int, prompt: str, render_size: Size, overlay: Overlay, budget: CallBudget
     ) -> AsyncIterator[ad_pb.StreamCreateAdResponse]:
         """Yields one variant's progress, then its image at the delivered size."""
         request = df_pb.GenerateRequest(
@@ -129,7 +134,7 @@ class AdPipeline:
                 result = event.result
         generated = _only_image(result, "diffusion", budget)
         label = ContentLabel(SourceType.GENERATED, spec.model_id, generated.seed, prompt)
-        image = await asyncio.to_thread(deliver, generated.image.data, spec.size, spec.output_format, label)
+        image = await _deliver(generated.image.data, spec.size, spec.output_format, label, overlay)
         yield ad_pb.StreamCreateAdResponse(
             image=ad_pb.AdImage(variant_index=index, image=image, seed=generated.seed, image_prompt=prompt)
         )
@@ -162,7 +167,8 @@ class AdPipeline:
                 result = event.result
         edited = _only_image(result, "diffusion", budget)
         label = ContentLabel(SourceType.EDITED, spec.model_id, edited.seed, written.instruction)
-        image = await asyncio.to_thread(deliver, edited.image.data, spec.photo.size, spec.output_format, label)
+        overlay = Overlay(ai_badge=spec.ai_disclosure)
+        image = await _deliver(edited.image.data, spec.photo.size, spec.output_format, label, overlay)
         yield ad_pb.StreamEditAdResponse(
             result=ad_pb.EditAdResponse(
                 image=image,
@@ -198,12 +204,30 @@ def _variant_prompts(copy: cw_pb.GenerateCopyResponse, count: int) -> list[str]:
     return [prompts[index % len(prompts)] for index in range(count)]
 
 
-def _ad_copy(copy: cw_pb.GenerateCopyResponse) -> ad_pb.AdCopy:
+async def _deliver(
+    data: bytes,
+    size: Size,
+    image_format: image_pb2.ImageFormat.ValueType,
+    label: ContentLabel,
+    overlay: Overlay,
+) -> image_pb2.Image:
+    """`deliver` off the event loop (Pillow work); a missing overlay font is a server fault."""
+    try:
+        return await asyncio.to_thread(deliver, data, size, image_format, label, overlay)
+    except FontUnavailableError:
+        _LOGGER.error("no Korean font for overlays; install fonts-noto-cjk")
+        raise Internal(
+            _R.ERROR_REASON_INTERNAL,
+            "Text overlays are unavailable on this server; retry without overlay_headline and ai_disclosure.",
+        ) from None
+
+
+def _ad_copy(copy: cw_pb.GenerateCopyResponse, *, disclose_ai: bool = False) -> ad_pb.AdCopy:
     written_by = (
         f"{cw_pb.Backend.Name(copy.provenance.backend).removeprefix('BACKEND_').lower()}/{copy.provenance.model}"
     )
     return ad_pb.AdCopy(
-        caption=copy.caption,
+        caption=f"{copy.caption}\n\n{AI_DISCLOSURE_LINE}" if disclose_ai else copy.caption,
         hook=copy.hook,
         hashtags=copy.hashtags,
         headline=copy.headline,

@@ -17,6 +17,8 @@ class OrchestratorSettings(ServerSettings):
     copywriter_target: str = Field("127.0.0.1:50052", description="host:port of the copywriter service.")
     diffusion_target: str = Field("127.0.0.1:50053", description="host:port of the diffusion service.")
     default_model_id: str = Field("flux2-klein-4b", description="Text-to-image model used when CreateAd names none.")
+    fast_model_id: str = Field("flux2-klein-4b", description="Text-to-image model of quality_preference FAST.")
+    quality_model_id: str = Field("z-image-turbo", description="Text-to-image model of quality_preference QUALITY.")
     default_edit_model_id: str = Field("qwen-image-edit-2511", description="Edit model used when EditAd names none.")
     copywriter_timeout_s: float = Field(
         60.0, gt=0, description="Timeout of a copywriter call when the caller sets no deadline."
@@ -30,4 +32,17 @@ class OrchestratorSettings(ServerSettings):
     max_input_bytes: int = Field(20 * 1024 * 1024, ge=1, description="Largest accepted photo file for EditAd.")
     max_input_pixels: int = Field(
         40_000_000, ge=1, description="Largest accepted photo for EditAd, in pixels (guards against bombs)."
+    )
+    http_enabled: bool = Field(True, description="Serve the HTTP/JSON (Connect) and gRPC-Web edge next to gRPC.")
+    http_port: int = Field(8080, ge=0, le=65535, description="Port of the HTTP edge; 0 picks a free one.")
+    http_cors_origins: list[str] = Field(
+        default_factory=list,
+        description='Browser origins allowed to call the HTTP edge, as JSON, e.g. ["https://app.example"]; "*" is any.',
+    )
+    idempotency_window_s: float = Field(
+        600.0, ge=0, description="How long a request_id's result is kept for replays; 0 turns idempotency off."
+    )
+    idempotency_max_entries: int = Field(256, ge=1, description="Most request_ids remembered (least recent go first).")
+    idempotency_max_mib: int = Field(
+        512, ge=1, description="Most memory, in MiB, that remembered results of each RPC kind may hold for replays."
     )

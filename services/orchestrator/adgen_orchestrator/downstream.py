@@ -20,6 +20,7 @@ from adgen.copywriter.v1 import copywriter_service_pb2_grpc as cw_grpc
 from adgen.diffusion.v1 import diffusion_service_pb2 as df_pb
 from adgen.diffusion.v1 import diffusion_service_pb2_grpc as df_grpc
 from adgen.type.v1 import error_reason_pb2
+from adgen_client.channel import REQUEST_ID_METADATA_KEY
 from adgen_runtime.errors import (
     ERROR_DOMAIN,
     AdGenError,
@@ -31,7 +32,6 @@ from adgen_runtime.errors import (
 
 _LOGGER = logging.getLogger(__name__)
 
-REQUEST_ID_METADATA_KEY = "x-request-id"
 STATUS_DETAILS_METADATA_KEY = "grpc-status-details-bin"
 _R = error_reason_pb2
 

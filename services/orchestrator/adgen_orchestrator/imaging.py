@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
-from adgen.type.v1 import image_pb2
+from adgen.type.v1 import ad_pb2, image_pb2
+from adgen_orchestrator.overlay import draw_ai_badge, draw_headline
 from adgen_orchestrator.provenance import ContentLabel, encode_labelled
 from adgen_orchestrator.sizing import Size
 
@@ -18,6 +19,15 @@ PILLOW_FORMATS: dict[image_pb2.ImageFormat.ValueType, str] = {
     image_pb2.IMAGE_FORMAT_WEBP: "WEBP",
 }
 _FORMAT_ENUMS = {name: value for value, name in PILLOW_FORMATS.items()}
+
+
+@dataclass(frozen=True)
+class Overlay:
+    """Text drawn onto a delivered image: the Korean headline and/or the "AI 생성" badge."""
+
+    placement: ad_pb2.Placement.ValueType = ad_pb2.PLACEMENT_UNSPECIFIED
+    headline: str = ""
+    ai_badge: bool = False
 
 
 class PhotoRejectedError(ValueError):
@@ -72,12 +82,21 @@ def read_photo(data: bytes, *, max_bytes: int, max_pixels: int) -> Photo:
 
 
 def deliver(
-    data: bytes, size: Size, image_format: image_pb2.ImageFormat.ValueType, label: ContentLabel
+    data: bytes,
+    size: Size,
+    image_format: image_pb2.ImageFormat.ValueType,
+    label: ContentLabel,
+    overlay: Overlay | None = None,
 ) -> image_pb2.Image:
-    """Resizes a generated image to the exact delivered size and encodes it with its AI label."""
+    """Resizes a generated image to the exact delivered size, draws any overlay text at that
+    size (so it is sharp and inside the safe zone), and encodes it with its AI label."""
     with Image.open(io.BytesIO(data)) as generated:
         picture = generated.convert("RGB")
     if (picture.width, picture.height) != (size.width, size.height):
         picture = picture.resize((size.width, size.height), Image.Resampling.LANCZOS)
+    if overlay is not None and overlay.headline.strip():
+        draw_headline(picture, overlay.headline, overlay.placement)
+    if overlay is not None and overlay.ai_badge:
+        draw_ai_badge(picture, overlay.placement)
     encoded = encode_labelled(picture, PILLOW_FORMATS[image_format], label)
     return image_pb2.Image(data=encoded, format=image_format, width=size.width, height=size.height)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -34,6 +35,8 @@ class CreateAdSpec:
     emoji_level: ad_pb2.EmojiLevel.ValueType
     num_inference_steps: int | None
     request_id: str
+    overlay_headline: bool = False
+    ai_disclosure: bool = False
 
     def variant_seed(self, index: int) -> int:
         return (self.seed + index) % 2**64
@@ -50,6 +53,7 @@ class EditAdSpec:
     output_format: image_pb2.ImageFormat.ValueType
     num_inference_steps: int | None
     request_id: str
+    ai_disclosure: bool = False
 
 
 class _Violations:
@@ -69,9 +73,18 @@ class _Violations:
 
 
 def parse_create_request(
-    request: ad_pb.CreateAdRequest, *, default_model_id: str, request_id: str, field_prefix: str = ""
+    request: ad_pb.CreateAdRequest,
+    *,
+    default_model_id: str,
+    request_id: str,
+    field_prefix: str = "",
+    preferred_models: Mapping[ad_pb.QualityPreference.ValueType, str] | None = None,
 ) -> CreateAdSpec:
-    """Validates a CreateAd request; raises one INVALID_ARGUMENT naming every bad field."""
+    """Validates a CreateAd request; raises one INVALID_ARGUMENT naming every bad field.
+
+    The model is the explicit `model_id`, else the one `preferred_models` maps the quality
+    preference to, else `default_model_id`.
+    """
     bad = _Violations(field_prefix)
     keyword = request.keyword.strip()
     if not keyword:
@@ -83,6 +96,7 @@ def parse_create_request(
     _check_enum(bad, "placement", request.placement, ad_pb2.Placement)
     _check_enum(bad, "caption_length", request.caption_length, ad_pb2.CaptionLength)
     _check_enum(bad, "emoji_level", request.emoji_level, ad_pb2.EmojiLevel)
+    _check_enum(bad, "quality_preference", request.quality_preference, ad_pb.QualityPreference)
     _check_output_format(bad, request.output_format)
     steps = _steps(request, bad)
     bad.raise_if_any()
@@ -93,7 +107,7 @@ def parse_create_request(
         placement=request.placement or ad_pb2.PLACEMENT_FEED_SQUARE,
         variant_count=request.variant_count or 1,
         seed=request.seed if request.HasField("seed") else random.randint(0, MAX_SEED),
-        model_id=request.model_id or default_model_id,
+        model_id=request.model_id or (preferred_models or {}).get(request.quality_preference) or default_model_id,
         size=size,
         output_format=request.output_format or image_pb2.IMAGE_FORMAT_PNG,
         facts=request.facts,
@@ -101,6 +115,8 @@ def parse_create_request(
         emoji_level=request.emoji_level,
         num_inference_steps=steps,
         request_id=request.request_id or request_id,
+        overlay_headline=request.overlay_headline,
+        ai_disclosure=request.ai_disclosure,
     )
 
 
@@ -135,6 +151,7 @@ def parse_edit_request(
         output_format=request.output_format or image_pb2.IMAGE_FORMAT_PNG,
         num_inference_steps=steps,
         request_id=request.request_id or request_id,
+        ai_disclosure=request.ai_disclosure,
     )
 
 

@@ -7,13 +7,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import pytest
+from google.protobuf import duration_pb2
 from PIL import Image
 
 from adgen.ad.v1 import ad_service_pb2 as ad_pb
 from adgen.ad.v1 import ad_service_pb2_grpc as ad_grpc
 from adgen.type.v1 import error_reason_pb2, image_pb2, progress_pb2
 from adgen_runtime import Context
-from adgen_runtime.errors import FieldViolation, ResourceExhausted, invalid_fields
+from adgen_runtime.errors import FieldViolation, ResourceExhausted, Unavailable, invalid_fields
 from adgen_runtime.server import RunningServer, ServiceBinding, start_server
 from adgen_runtime.settings import ServerSettings
 
@@ -32,7 +33,8 @@ def image_of(width: int, height: int, image_format: image_pb2.ImageFormat.ValueT
 
 @dataclass
 class FakeAdService(ad_grpc.AdServiceServicer):
-    """Answers like the orchestrator; keyword "empty" and "busy" fail the way a real one would."""
+    """Answers like the orchestrator; keyword "empty" and "busy" fail the way a real one would,
+    and "flaky" is UNAVAILABLE on its first two attempts."""
 
     seen: list[tuple[object, dict[str, str], float | None]] = field(default_factory=list)
 
@@ -46,6 +48,9 @@ class FakeAdService(ad_grpc.AdServiceServicer):
             )
         if request.keyword == "busy":
             raise ResourceExhausted(_R.ERROR_REASON_QUEUE_FULL, "The GPU queue is full.", retry_after_s=2)
+        attempts = sum(1 for seen, _, _ in self.seen if getattr(seen, "keyword", "") == request.keyword)
+        if request.keyword == "flaky" and attempts <= 2:
+            raise Unavailable(_R.ERROR_REASON_UPSTREAM_UNAVAILABLE, "The diffusion service is unavailable.")
 
     def _ad(self, request: ad_pb.CreateAdRequest) -> ad_pb.CreateAdResponse:
         size = (request.width or 96, request.height or 96)
@@ -112,7 +117,9 @@ class FakeAdService(ad_grpc.AdServiceServicer):
 
 def _progress() -> list[progress_pb2.Progress]:
     return [
-        progress_pb2.Progress(stage=progress_pb2.PROGRESS_STAGE_QUEUED, queue_position=1),
+        progress_pb2.Progress(
+            stage=progress_pb2.PROGRESS_STAGE_QUEUED, queue_position=1, eta=duration_pb2.Duration(seconds=4)
+        ),
         progress_pb2.Progress(stage=progress_pb2.PROGRESS_STAGE_LOADING, model_id="flux2-klein-4b"),
         *(
             progress_pb2.Progress(stage=progress_pb2.PROGRESS_STAGE_DENOISING, step=s, total_steps=STEPS)

@@ -7,11 +7,15 @@ import io
 import json
 from pathlib import Path
 
+from google.protobuf import duration_pb2
 from PIL import Image
+from rich.console import Console
+from rich.progress import Progress, TextColumn
 from typer.testing import CliRunner, Result
 
-from adgen.type.v1 import image_pb2
-from adgen_client.cli import app
+from adgen.ad.v1 import ad_service_pb2 as ad_pb
+from adgen.type.v1 import image_pb2, progress_pb2
+from adgen_client.cli import _JobBar, app
 from tests.unit.client.conftest import FakeServer, image_of
 
 
@@ -76,3 +80,34 @@ async def test_retryable_errors_say_when_to_retry(fake_ad_server: FakeServer, tm
 def test_variants_outside_one_to_four_are_refused_before_calling(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["create", "딸기", "--out", str(tmp_path), "--variants", "5"])
     assert result.exit_code == 2 and "variants" in result.stderr
+
+
+async def test_create_passes_quality_overlay_and_disclosure_flags(fake_ad_server: FakeServer, tmp_path: Path) -> None:
+    result = await _invoke(
+        "create", "딸기", "--out", str(tmp_path), "--quality", "quality", "--overlay-headline", "--ai-disclosure",
+        "--target", fake_ad_server.target,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    request, _, _ = fake_ad_server.service.seen[0]
+    assert isinstance(request, ad_pb.CreateAdRequest)
+    assert request.quality_preference == ad_pb.QUALITY_PREFERENCE_QUALITY
+    assert request.overlay_headline and request.ai_disclosure
+
+
+def _bar_after(*events: progress_pb2.Progress) -> str:
+    progress = Progress(TextColumn("{task.description}"), console=Console(file=io.StringIO()))
+    bar = _JobBar(progress, "variant 1/1")
+    for event in events:
+        bar.update(event)
+    return str(progress.tasks[0].description)
+
+
+def test_progress_bar_shows_queue_position_and_eta_then_loading_then_steps() -> None:
+    queued = progress_pb2.Progress(
+        stage=progress_pb2.PROGRESS_STAGE_QUEUED, queue_position=2, eta=duration_pb2.Duration(seconds=30)
+    )
+    loading = progress_pb2.Progress(stage=progress_pb2.PROGRESS_STAGE_LOADING, model_id="z-image-turbo")
+    denoising = progress_pb2.Progress(stage=progress_pb2.PROGRESS_STAGE_DENOISING, step=3, total_steps=8)
+    assert _bar_after(queued) == "variant 1/1: queued, 2 ahead, about 30s"
+    assert _bar_after(queued, loading) == "variant 1/1: loading z-image-turbo"
+    assert _bar_after(queued, loading, denoising) == "variant 1/1: denoising"

@@ -7,11 +7,15 @@ from pathlib import Path
 
 import grpc
 import pytest
+from grpc import aio
 
 from adgen.ad.v1 import ad_service_pb2 as ad_pb
+from adgen.ad.v1 import ad_service_pb2_grpc as ad_grpc
 from adgen.type.v1 import ad_pb2, image_pb2
 from adgen_client import AdGenClient, AdGenError, AsyncAdGenClient, FieldViolation
+from adgen_client.channel import grpc_options
 from adgen_client.requests import create_ad_request, edit_ad_request
+from adgen_runtime import Context
 from tests.unit.client.conftest import FakeServer, image_of
 
 
@@ -118,3 +122,65 @@ async def test_unreachable_server_is_unavailable_without_details() -> None:
         with pytest.raises(AdGenError) as raised:
             await client.create_ad("딸기")
     assert raised.value.code == grpc.StatusCode.UNAVAILABLE and raised.value.reason == ""
+
+
+class _ScriptedStatuses(ad_grpc.AdServiceServicer):
+    """Fails CreateAd with the scripted codes, one per attempt, then answers; no shared interceptors,
+    so errors are trailers-only, as retries need."""
+
+    def __init__(self, codes: list[grpc.StatusCode]) -> None:
+        self.codes = codes
+        self.attempts = 0
+
+    async def CreateAd(self, request: ad_pb.CreateAdRequest, context: Context) -> ad_pb.CreateAdResponse:
+        self.attempts += 1
+        if self.codes:
+            await context.abort(self.codes.pop(0), "scripted failure")
+        return ad_pb.CreateAdResponse(model_id="flux2-klein-4b")
+
+
+async def _attempts_until_done(codes: list[grpc.StatusCode]) -> tuple[int, grpc.StatusCode]:
+    servicer = _ScriptedStatuses(codes)  # type: ignore[abstract]  # only CreateAd is called
+    server = aio.server(options=grpc_options(server=True))
+    ad_grpc.add_AdServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with AsyncAdGenClient(f"127.0.0.1:{port}", timeout=30) as client:
+            await client.create_ad("딸기")
+        return servicer.attempts, grpc.StatusCode.OK
+    except AdGenError as error:
+        return servicer.attempts, error.code
+    finally:
+        await server.stop(None)
+
+
+async def test_unavailable_is_retried_by_the_channel_until_it_succeeds() -> None:
+    unavailable = grpc.StatusCode.UNAVAILABLE
+    assert await _attempts_until_done([unavailable, unavailable]) == (3, grpc.StatusCode.OK)
+
+
+async def test_unavailable_gives_up_after_three_attempts() -> None:
+    assert await _attempts_until_done([grpc.StatusCode.UNAVAILABLE] * 5) == (3, grpc.StatusCode.UNAVAILABLE)
+
+
+@pytest.mark.parametrize(
+    "code", [grpc.StatusCode.INTERNAL, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.DEADLINE_EXCEEDED]
+)
+async def test_other_errors_are_never_retried(code: grpc.StatusCode) -> None:
+    assert await _attempts_until_done([code]) == (1, code)
+
+
+async def test_unavailable_from_a_server_on_the_shared_runtime_is_retried(fake_ad_server: FakeServer) -> None:
+    async with AsyncAdGenClient(fake_ad_server.target, timeout=30) as client:
+        ad = await client.create_ad("flaky")
+    assert len(ad.images) == 1
+
+
+def test_new_options_reach_the_request_by_name() -> None:
+    request = create_ad_request("딸기", quality="fast", overlay_headline=True, ai_disclosure=True)
+    assert request.quality_preference == ad_pb.QUALITY_PREFERENCE_FAST
+    assert request.overlay_headline and request.ai_disclosure
+    assert edit_ad_request(b"png", "밝게", ai_disclosure=True).ai_disclosure
+    with pytest.raises(ValueError, match="fast"):
+        create_ad_request("딸기", quality="best")

@@ -13,7 +13,7 @@ from adgen.copywriter.v1 import copywriter_service_pb2_grpc as cw_grpc
 from adgen.diffusion.v1 import diffusion_service_pb2_grpc as df_grpc
 from adgen_client.channel import create_aio_channel
 from adgen_orchestrator.config import OrchestratorSettings
-from adgen_orchestrator.server import create_server
+from adgen_orchestrator.server import OrchestratorServer, create_server
 from adgen_runtime.server import RunningServer, ServiceBinding, start_server
 from adgen_runtime.settings import ServerSettings
 from tests.unit.orchestrator.fakes import FakeCopywriter, FakeDiffusion
@@ -23,7 +23,7 @@ from tests.unit.orchestrator.fakes import FakeCopywriter, FakeDiffusion
 class FakeStack:
     """The orchestrator under test and the fakes behind it."""
 
-    orchestrator: RunningServer
+    orchestrator: OrchestratorServer
     copywriter: FakeCopywriter
     diffusion: FakeDiffusion
     downstream: RunningServer
@@ -31,6 +31,11 @@ class FakeStack:
     @property
     def target(self) -> str:
         return f"127.0.0.1:{self.orchestrator.port}"
+
+    @property
+    def http_url(self) -> str:
+        """Base URL of the orchestrator's HTTP (Connect) edge."""
+        return f"http://127.0.0.1:{self.orchestrator.http_port}"
 
 
 def unused_port() -> int:
@@ -57,7 +62,14 @@ async def fake_stack_session() -> AsyncIterator[FakeStack]:
         ],
     )
     target = f"127.0.0.1:{downstream.port}"
-    orchestrator = await create_server(OrchestratorSettings(port=0, copywriter_target=target, diffusion_target=target))
+    settings = OrchestratorSettings(
+        port=0,
+        http_port=0,
+        http_cors_origins=["https://shop.example"],
+        copywriter_target=target,
+        diffusion_target=target,
+    )
+    orchestrator = await create_server(settings)
     yield FakeStack(orchestrator, copywriter, diffusion, downstream)
     await orchestrator.stop(None)
     await downstream.stop(None)

@@ -87,6 +87,9 @@ MODELS = [
         default_steps=FAKE_STEPS,
     ),
     df_pb.Model(
+        id="z-image-turbo", tasks=[df_pb.MODEL_TASK_TEXT_TO_IMAGE], size_multiple=16, min_side=32, max_side=2048
+    ),
+    df_pb.Model(
         id="qwen-image-edit-2511", tasks=[df_pb.MODEL_TASK_IMAGE_EDIT], size_multiple=16, min_side=32, max_side=2048
     ),
 ]

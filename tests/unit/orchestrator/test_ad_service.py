@@ -262,7 +262,9 @@ async def test_downstream_unavailable_becomes_upstream_unavailable(
 
 async def test_copywriter_down_is_unavailable_naming_the_copywriter(fake_stack: FakeStack) -> None:
     downstream = f"127.0.0.1:{fake_stack.downstream.port}"
-    settings = OrchestratorSettings(port=0, copywriter_target=f"127.0.0.1:{unused_port()}", diffusion_target=downstream)
+    settings = OrchestratorSettings(
+        port=0, http_enabled=False, copywriter_target=f"127.0.0.1:{unused_port()}", diffusion_target=downstream
+    )
     orchestrator = await create_server(settings)
     try:
         async with create_aio_channel(f"127.0.0.1:{orchestrator.port}") as channel:

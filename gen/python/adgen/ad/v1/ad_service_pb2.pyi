@@ -11,6 +11,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -21,6 +22,30 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _QualityPreference:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _QualityPreferenceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_QualityPreference.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    QUALITY_PREFERENCE_UNSPECIFIED: _QualityPreference.ValueType  # 0
+    """The server's default model."""
+    QUALITY_PREFERENCE_FAST: _QualityPreference.ValueType  # 1
+    """The fastest model, e.g. for previews."""
+    QUALITY_PREFERENCE_QUALITY: _QualityPreference.ValueType  # 2
+    """The model with the best looking results."""
+
+class QualityPreference(_QualityPreference, metaclass=_QualityPreferenceEnumTypeWrapper):
+    """What matters more when the server picks the image model."""
+
+QUALITY_PREFERENCE_UNSPECIFIED: QualityPreference.ValueType  # 0
+"""The server's default model."""
+QUALITY_PREFERENCE_FAST: QualityPreference.ValueType  # 1
+"""The fastest model, e.g. for previews."""
+QUALITY_PREFERENCE_QUALITY: QualityPreference.ValueType  # 2
+"""The model with the best looking results."""
+Global___QualityPreference: _TypeAlias = QualityPreference  # noqa: Y015
 
 @_typing.final
 class CreateAdRequest(_message.Message):
@@ -42,6 +67,9 @@ class CreateAdRequest(_message.Message):
     EMOJI_LEVEL_FIELD_NUMBER: _builtins.int
     NUM_INFERENCE_STEPS_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    OVERLAY_HEADLINE_FIELD_NUMBER: _builtins.int
+    AI_DISCLOSURE_FIELD_NUMBER: _builtins.int
+    QUALITY_PREFERENCE_FIELD_NUMBER: _builtins.int
     keyword: _builtins.str
     """Korean product keyword, e.g. "여름 느낌 딸기 생과일 주스". Required."""
     tone: _ad_pb2.Tone.ValueType
@@ -67,7 +95,18 @@ class CreateAdRequest(_message.Message):
     num_inference_steps: _builtins.int
     """Denoising steps. Unset uses the model's default."""
     request_id: _builtins.str
-    """Caller-chosen id for logs and tracing."""
+    """Caller-chosen id for logs and tracing, and the idempotency key: the same id with the same
+    request within the server's window (10 minutes by default) returns the first call's result
+    without generating again; the same id with a different request is INVALID_ARGUMENT.
+    """
+    overlay_headline: _builtins.bool
+    """Draw the copy's Korean headline onto each image, inside the placement's safe zone."""
+    ai_disclosure: _builtins.bool
+    """Disclose AI generation visibly: a Korean line at the end of the caption and an
+    "AI 생성" badge on each image. Files always carry machine-readable AI labels.
+    """
+    quality_preference: Global___QualityPreference.ValueType
+    """Speed or quality: picks the model when model_id is empty."""
     @_builtins.property
     def facts(self) -> _ad_pb2.MerchantFacts:
         """Facts the merchant vouches for; the only prices, origins and promotions the copy may use."""
@@ -89,10 +128,13 @@ class CreateAdRequest(_message.Message):
         emoji_level: _ad_pb2.EmojiLevel.ValueType = ...,
         num_inference_steps: _builtins.int | None = ...,
         request_id: _builtins.str = ...,
+        overlay_headline: _builtins.bool = ...,
+        ai_disclosure: _builtins.bool = ...,
+        quality_preference: Global___QualityPreference.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_num_inference_steps", b"_num_inference_steps", "_seed", b"_seed", "facts", b"facts", "num_inference_steps", b"num_inference_steps", "seed", b"seed"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_num_inference_steps", b"_num_inference_steps", "_seed", b"_seed", "caption_length", b"caption_length", "emoji_level", b"emoji_level", "facts", b"facts", "height", b"height", "keyword", b"keyword", "model_id", b"model_id", "num_inference_steps", b"num_inference_steps", "output_format", b"output_format", "placement", b"placement", "request_id", b"request_id", "seed", b"seed", "tone", b"tone", "variant_count", b"variant_count", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_num_inference_steps", b"_num_inference_steps", "_seed", b"_seed", "ai_disclosure", b"ai_disclosure", "caption_length", b"caption_length", "emoji_level", b"emoji_level", "facts", b"facts", "height", b"height", "keyword", b"keyword", "model_id", b"model_id", "num_inference_steps", b"num_inference_steps", "output_format", b"output_format", "overlay_headline", b"overlay_headline", "placement", b"placement", "quality_preference", b"quality_preference", "request_id", b"request_id", "seed", b"seed", "tone", b"tone", "variant_count", b"variant_count", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__num_inference_steps: _TypeAlias = _typing.Literal["num_inference_steps"]  # noqa: Y015
     _WhichOneofArgType__num_inference_steps: _TypeAlias = _typing.Literal["_num_inference_steps", b"_num_inference_steps"]  # noqa: Y015
@@ -348,6 +390,7 @@ class EditAdRequest(_message.Message):
     OUTPUT_FORMAT_FIELD_NUMBER: _builtins.int
     NUM_INFERENCE_STEPS_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    AI_DISCLOSURE_FIELD_NUMBER: _builtins.int
     instruction: _builtins.str
     """What to change, in Korean or English, e.g. "커피를 딸기 라떼로 바꿔줘". Required."""
     model_id: _builtins.str
@@ -359,7 +402,9 @@ class EditAdRequest(_message.Message):
     num_inference_steps: _builtins.int
     """Denoising steps. Unset uses the model's default."""
     request_id: _builtins.str
-    """Caller-chosen id for logs and tracing."""
+    """Caller-chosen id for logs and tracing, and the idempotency key (as in CreateAdRequest)."""
+    ai_disclosure: _builtins.bool
+    """Draw a visible "AI 생성" badge on the edited photo. Files always carry machine-readable AI labels."""
     @_builtins.property
     def image(self) -> _image_pb2.Image:
         """The product photo (PNG, JPEG or WebP). Only `data` is read. Required."""
@@ -374,10 +419,11 @@ class EditAdRequest(_message.Message):
         output_format: _image_pb2.ImageFormat.ValueType = ...,
         num_inference_steps: _builtins.int | None = ...,
         request_id: _builtins.str = ...,
+        ai_disclosure: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_num_inference_steps", b"_num_inference_steps", "_seed", b"_seed", "image", b"image", "num_inference_steps", b"num_inference_steps", "seed", b"seed"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_num_inference_steps", b"_num_inference_steps", "_seed", b"_seed", "image", b"image", "instruction", b"instruction", "model_id", b"model_id", "num_inference_steps", b"num_inference_steps", "output_format", b"output_format", "request_id", b"request_id", "seed", b"seed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_num_inference_steps", b"_num_inference_steps", "_seed", b"_seed", "ai_disclosure", b"ai_disclosure", "image", b"image", "instruction", b"instruction", "model_id", b"model_id", "num_inference_steps", b"num_inference_steps", "output_format", b"output_format", "request_id", b"request_id", "seed", b"seed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__num_inference_steps: _TypeAlias = _typing.Literal["num_inference_steps"]  # noqa: Y015
     _WhichOneofArgType__num_inference_steps: _TypeAlias = _typing.Literal["_num_inference_steps", b"_num_inference_steps"]  # noqa: Y015

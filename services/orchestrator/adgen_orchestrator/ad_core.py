@@ -1,0 +1,141 @@
+"""The one implementation of AdService that both front ends (gRPC and HTTP/Connect) call.
+
+It validates requests, shares work between calls with the same request id, and runs the
+ad pipeline. Front ends only translate their transport's request id, deadline and errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from google.protobuf.message import Message
+
+from adgen.ad.v1 import ad_service_pb2 as ad_pb
+from adgen.type.v1 import error_reason_pb2
+from adgen_orchestrator.ad_pipeline import AdPipeline
+from adgen_orchestrator.config import OrchestratorSettings
+from adgen_orchestrator.downstream import CallBudget
+from adgen_orchestrator.idempotency import JobRegistry, RequestIdReusedError
+from adgen_orchestrator.validation import parse_create_request, parse_edit_request
+from adgen_runtime.errors import FieldViolation, Internal, invalid_fields
+
+E = TypeVar("E", ad_pb.StreamCreateAdResponse, ad_pb.StreamEditAdResponse)
+REQUEST_ID_REUSED = "REQUEST_ID_REUSED"
+
+
+@dataclass(frozen=True)
+class CallInfo:
+    """What a front end knows about the call: its request id and the caller's time left."""
+
+    request_id: str
+    time_remaining_s: float | None = None
+
+
+class AdCore:
+    """CreateAd and EditAd as event streams, plus their one-call forms."""
+
+    def __init__(self, pipeline: AdPipeline, settings: OrchestratorSettings) -> None:
+        self._pipeline = pipeline
+        self._settings = settings
+        window, entries = settings.idempotency_window_s, settings.idempotency_max_entries
+        # Each kind may keep up to the byte budget in finished results for replays.
+        max_bytes = settings.idempotency_max_mib * 1024 * 1024
+        self._creates: JobRegistry[ad_pb.StreamCreateAdResponse] = JobRegistry(
+            window, entries, max_bytes=max_bytes, size_of=_byte_size
+        )
+        self._edits: JobRegistry[ad_pb.StreamEditAdResponse] = JobRegistry(
+            window, entries, max_bytes=max_bytes, size_of=_byte_size
+        )
+        self._preferred_models = {
+            ad_pb.QUALITY_PREFERENCE_FAST: settings.fast_model_id,
+            ad_pb.QUALITY_PREFERENCE_QUALITY: settings.quality_model_id,
+        }
+
+    async def stream_create_ad(
+        self, request: ad_pb.CreateAdRequest, call: CallInfo, field_prefix: str = ""
+    ) -> AsyncIterator[ad_pb.StreamCreateAdResponse]:
+        """Yields the copy, progress, each image, then the result (only the result on a replay)."""
+        spec = parse_create_request(
+            request,
+            default_model_id=self._settings.default_model_id,
+            request_id=call.request_id,
+            field_prefix=field_prefix,
+            preferred_models=self._preferred_models,
+        )
+        budget = self._budget(spec.request_id, call)
+        job = self._shared(self._creates, request, field_prefix, lambda: self._pipeline.create_ad(spec, budget))
+        async for event in job:
+            yield event
+
+    async def create_ad(self, request: ad_pb.CreateAdRequest, call: CallInfo) -> ad_pb.CreateAdResponse:
+        async for event in self.stream_create_ad(request, call):
+            if event.HasField("result"):
+                return event.result
+        raise Internal(error_reason_pb2.ERROR_REASON_INTERNAL, "The ad pipeline ended without a result.")
+
+    async def stream_edit_ad(
+        self, request: ad_pb.EditAdRequest, call: CallInfo, field_prefix: str = ""
+    ) -> AsyncIterator[ad_pb.StreamEditAdResponse]:
+        """Yields the edit job's progress, then the result (only the result on a replay)."""
+        # Decoding the photo is blocking Pillow work: off the event loop.
+        spec = await asyncio.to_thread(
+            parse_edit_request,
+            request,
+            default_model_id=self._settings.default_edit_model_id,
+            request_id=call.request_id,
+            max_input_bytes=self._settings.max_input_bytes,
+            max_input_pixels=self._settings.max_input_pixels,
+            field_prefix=field_prefix,
+        )
+        budget = self._budget(spec.request_id, call)
+        job = self._shared(self._edits, request, field_prefix, lambda: self._pipeline.edit_ad(spec, budget))
+        async for event in job:
+            yield event
+
+    async def edit_ad(self, request: ad_pb.EditAdRequest, call: CallInfo) -> ad_pb.EditAdResponse:
+        async for event in self.stream_edit_ad(request, call):
+            if event.HasField("result"):
+                return event.result
+        raise Internal(error_reason_pb2.ERROR_REASON_INTERNAL, "The edit pipeline ended without a result.")
+
+    def _shared(
+        self,
+        registry: JobRegistry[E],
+        request: ad_pb.CreateAdRequest | ad_pb.EditAdRequest,
+        field_prefix: str,
+        start: Callable[[], AsyncIterator[E]],
+    ) -> AsyncIterator[E]:
+        """The events of the job under the caller's request id: new, joined or replayed."""
+        try:
+            return registry.job_for(request.request_id, fingerprint(request), start).follow()
+        except RequestIdReusedError:
+            minutes = self._settings.idempotency_window_s / 60
+            raise invalid_fields(
+                [
+                    FieldViolation(
+                        f"{field_prefix}request_id",
+                        f"was already used for a different request in the last {minutes:g} minutes; "
+                        "use a new id for a new request",
+                        REQUEST_ID_REUSED,
+                    )
+                ]
+            ) from None
+
+    def _budget(self, request_id: str, call: CallInfo) -> CallBudget:
+        return CallBudget.from_time_remaining(request_id, call.time_remaining_s, self._settings.deadline_margin_s)
+
+
+def _byte_size(event: Message) -> int:
+    return event.ByteSize()
+
+
+def fingerprint(request: Message) -> bytes:
+    """What makes two requests the same request: every field but the request id."""
+    stripped = type(request)()
+    stripped.CopyFrom(request)
+    stripped.ClearField("request_id")
+    return hashlib.sha256(stripped.SerializeToString(deterministic=True)).digest()
