@@ -10,6 +10,7 @@ import re
 import shlex
 import shutil
 import struct
+from pathlib import Path
 
 import httpx
 import pytest
@@ -20,18 +21,21 @@ from tests.integration.conftest import Services
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-# The README's command, run as written but for the port (tests bind a free one).
-README_CURL = (
-    "curl -sS -H 'Content-Type: application/json' "
-    """-d '{"keyword":"여름 느낌 딸기 생과일 주스"}' """
-    "http://127.0.0.1:8080/adgen.ad.v1.AdService/CreateAd"
-)
+README = Path(__file__).resolve().parents[2] / "README.md"
 HANGUL = re.compile("[가-힣]")
+
+
+def readme_curl_command() -> str:
+    """The README's curl command, taken from the README itself so the two cannot drift apart."""
+    (command,) = [line for line in README.read_text().splitlines() if line.startswith("curl ")]
+    return command
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 async def test_the_readme_curl_command_creates_an_ad_as_proto_json(services: Services) -> None:
-    command = README_CURL.replace("http://127.0.0.1:8080", services.orchestrator_http)
+    command = readme_curl_command()
+    assert "http://127.0.0.1:8080/" in command
+    command = command.replace("http://127.0.0.1:8080", services.orchestrator_http)
     process = await asyncio.create_subprocess_exec(
         *shlex.split(command), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
