@@ -7,7 +7,9 @@ tiny random pipelines, and the ad is made through the `adgen` CLI a caller would
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -19,8 +21,10 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
 BIN = Path(sys.executable).parent
 KEYWORD = "여름 느낌 딸기 생과일 주스"
 EDIT_PHOTO = ROOT / "samples" / "iced-americano.jpg"
@@ -78,6 +82,29 @@ def run_cli(args: list[str]) -> None:
     subprocess.run([str(BIN / "adgen"), *args], check=True)
 
 
+def show_labels(folder: Path) -> None:
+    """Prints the size and AI-content label each delivered image carries."""
+    for path in sorted(folder.glob("ad-*.*")):
+        with Image.open(path) as image:
+            source_type = str(image.info.get("adgen:digital_source_type", "?")).rsplit("/", 1)[-1]
+            print(f"  {path.name}: {image.width}x{image.height}, IPTC digital source type {source_type}")
+
+
+def run_readme_curl(http_port: int, folder: Path) -> None:
+    """Runs the README's curl example against the orchestrator's HTTP/JSON edge."""
+    readme_line = next(line for line in README.read_text().splitlines() if line.startswith("curl "))
+    command = readme_line.replace("127.0.0.1:8080", f"127.0.0.1:{http_port}")
+    if shutil.which("curl") is None:
+        print("curl is not installed; skipping the HTTP/JSON example")
+        return
+    print(f"$ {command}")
+    reply = subprocess.run(shlex.split(command), check=True, capture_output=True).stdout
+    folder.mkdir(parents=True)
+    (folder / "create-ad.json").write_bytes(reply)
+    ad = json.loads(reply)
+    print(f"  HTTP/JSON answer: {len(ad['images'])} image(s), headline {ad['copy']['headline']!r}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--models-dir", type=Path, default=ROOT / "models")
@@ -88,7 +115,7 @@ def main() -> None:
     logs = out / "logs"
     logs.mkdir(parents=True)
 
-    ports = {name: free_port() for name in ("orchestrator", "copywriter", "diffusion")}
+    ports = {name: free_port() for name in ("orchestrator", "copywriter", "diffusion", "http")}
     targets = {name: f"127.0.0.1:{port}" for name, port in ports.items()}
     env = {
         **os.environ,
@@ -97,6 +124,7 @@ def main() -> None:
         "ADGEN_DIFFUSION_MODELS_DIR": str(options.models_dir.resolve()),
         "ADGEN_COPYWRITER_PORT": str(ports["copywriter"]),
         "ADGEN_ORCHESTRATOR_PORT": str(ports["orchestrator"]),
+        "ADGEN_ORCHESTRATOR_HTTP_PORT": str(ports["http"]),
         "ADGEN_ORCHESTRATOR_COPYWRITER_TARGET": targets["copywriter"],
         "ADGEN_ORCHESTRATOR_DIFFUSION_TARGET": targets["diffusion"],
         "HF_HUB_OFFLINE": "1",
@@ -112,10 +140,14 @@ def main() -> None:
         for name, (_, service) in services.items():
             wait_until_serving(name, targets[name], service, processes[name], logs / f"{name}.log")
         target = ["--target", targets["orchestrator"]]
-        run_cli(["create", KEYWORD, "--out", str(out / "create"), *target])
+        create = ["create", KEYWORD, "--out", str(out / "create"), "--placement", "feed-portrait"]
+        run_cli([*create, "--overlay-headline", "--ai-disclosure", *target])
         run_cli(["edit", str(EDIT_PHOTO), EDIT_INSTRUCTION, "--out", str(out / "edit"), *target])
+        show_labels(out / "create")
+        run_readme_curl(ports["http"], out / "http")
         print("Stopping the services:")
-    print(f"\nDone. The ad is in {out / 'create'}, the edited photo in {out / 'edit'}, service logs in {logs}.")
+    print(f"\nDone. The ad is in {out / 'create'}, the edited photo in {out / 'edit'}, the HTTP/JSON answer in")
+    print(f"{out / 'http'}, service logs in {logs}.")
     print("The images come from tiny random models, so they are noise by design: the pipeline, not the art.")
 
 
