@@ -8,6 +8,9 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
+# One set of live services per session, shared by tests/integration and tests/e2e.
+pytest_plugins = ["tests.live_services"]
+
 
 @pytest.fixture(scope="session")
 def tiny_models_dir() -> Path:

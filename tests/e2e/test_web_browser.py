@@ -16,7 +16,7 @@ import pytest
 from playwright.async_api import async_playwright, expect
 
 from tests.conftest import REPO_ROOT
-from tests.e2e.conftest import Services, unused_loopback_port
+from tests.live_services import Services, unused_loopback_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

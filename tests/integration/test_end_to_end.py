@@ -22,7 +22,7 @@ from adgen_client.requests import CreateAdOptions
 from adgen_orchestrator.ad_pipeline import AI_DISCLOSURE_LINE
 from adgen_orchestrator.overlay import Box, safe_zone_for
 from adgen_orchestrator.provenance import IPTC_DIGITAL_SOURCE_TYPE as IPTC
-from tests.integration.conftest import Services
+from tests.live_services import Services
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

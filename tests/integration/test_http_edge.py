@@ -17,7 +17,7 @@ import pytest
 from google.rpc import error_details_pb2
 from PIL import Image
 
-from tests.integration.conftest import Services
+from tests.live_services import Services
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

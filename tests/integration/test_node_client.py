@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.integration.conftest import Services
+from tests.live_services import Services
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NODE_CLIENT = REPO_ROOT / "clients" / "node" / "create_ad.js"

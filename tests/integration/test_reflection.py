@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import Services
+from tests.live_services import Services
 
 pytestmark = pytest.mark.integration
 
