@@ -34,8 +34,9 @@ def _job(model_id: str, task: Task) -> ImageJob:
 
 def bench_loads(engine: DiffusionEngine, repeats: int) -> None:
     print("\n== load: time and peak anonymous host memory vs model bytes (tiny twins, CPU) ==")
-    print(f"{'model':22} {'load s (median)':>16} {'model MB':>9} {'peak anon MB':>13} {'anon/model':>11}")
-    for model_id in ("flux2-klein-4b", "z-image-turbo", "qwen-image-edit-2511", "flux2-klein-9b-fp8"):
+    print(f"{'model':36} {'load s (median)':>16} {'model MB':>9} {'peak anon MB':>13} {'anon/model':>11}")
+    models = ("flux2-klein-4b", "z-image-turbo", "qwen-image-edit-2511", "qwen-image-edit-2511-lightning-4step")
+    for model_id in (*models, "flux2-klein-9b-fp8"):
         times, peaks = [], []
         model_bytes = 0
         for _ in range(repeats):
@@ -46,7 +47,7 @@ def bench_loads(engine: DiffusionEngine, repeats: int) -> None:
             model_bytes = report.memory.model_bytes
         peak = max(peaks)
         print(
-            f"{model_id:22} {statistics.median(times):16.3f} {model_bytes / MB:9.2f} {peak / MB:13.2f}"
+            f"{model_id:36} {statistics.median(times):16.3f} {model_bytes / MB:9.2f} {peak / MB:13.2f}"
             f" {peak / model_bytes:11.2f}"
         )
     engine.unload()

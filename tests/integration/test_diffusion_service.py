@@ -139,6 +139,27 @@ async def test_edit_works_on_a_generated_photo(stub: pb_grpc.DiffusionServiceAsy
     assert events[-1].result.images[0].image.width == edited.width
 
 
+async def test_lightning_edit_runs_its_default_four_steps_without_true_cfg(
+    stub: pb_grpc.DiffusionServiceAsyncStub,
+) -> None:
+    listed = {m.id: m for m in (await stub.ListModels(pb.ListModelsRequest())).models}
+    lightning = listed["qwen-image-edit-2511-lightning-4step"]
+    assert lightning.available_locally and lightning.license == "Apache-2.0"
+    assert (lightning.default_steps, lightning.default_guidance_scale) == (4, 1.0)
+    assert "lightx2v/Qwen-Image-Edit-2511-Lightning" in lightning.source
+    photo = Image.new("RGB", (96, 64), "orange")
+    buffer = io.BytesIO()
+    photo.save(buffer, format="PNG")
+    request = pb.EditRequest(
+        model_id=lightning.id, image=image_pb2.Image(data=buffer.getvalue()), instruction="add ice", seed=5
+    )
+    events = [event async for event in stub.StreamEdit(pb.StreamEditRequest(request=request))]
+    result = events[-1].result
+    assert (result.info.model_id, result.info.num_inference_steps, result.info.guidance_scale) == (lightning.id, 4, 1.0)
+    denoising = [e.progress.step for e in events[:-1] if e.progress.stage == progress_pb2.PROGRESS_STAGE_DENOISING]
+    assert denoising == [1, 2, 3, 4]
+
+
 async def test_bad_size_and_empty_prompt_are_invalid_argument_naming_each_field(
     stub: pb_grpc.DiffusionServiceAsyncStub,
 ) -> None:

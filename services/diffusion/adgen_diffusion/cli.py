@@ -50,7 +50,8 @@ def fetch(model_id: Annotated[str, typer.Argument(help="Registry id, e.g. flux2-
         typer.echo(str(error), err=True)
         raise typer.Exit(2) from None
     location = download(entry)
-    typer.echo(f"{model_id}: {location.pipeline_dir}" + (f" + {location.single_file}" if location.single_file else ""))
+    extras = [path for path in (location.single_file, location.lora_file) if path is not None]
+    typer.echo(f"{model_id}: " + " + ".join(str(path) for path in [location.pipeline_dir, *extras]))
 
 
 @app.command()
@@ -61,4 +62,4 @@ def models() -> None:
     for entry in ModelRegistry.load():
         tasks = ",".join(sorted(t.value for t in entry.tasks))
         licence = f"{entry.license} ({'commercial ok' if entry.commercial_use else 'non-commercial'})"
-        typer.echo(f"{entry.id:22} {entry.repo:40} {tasks:26} {entry.placement:14} {licence}")
+        typer.echo(f"{entry.id:36} {entry.repo:40} {tasks:26} {entry.placement:14} {licence}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import importlib.util
 import logging
 import secrets
 import threading
@@ -36,7 +37,7 @@ from adgen_diffusion.memory import (
     module_bytes,
     release_device_memory,
 )
-from adgen_diffusion.registry import ModelEntry, ModelRegistry, Task
+from adgen_diffusion.registry import LoraSpec, ModelEntry, ModelRegistry, Task
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -47,6 +48,8 @@ _FLUX_MIN_REFERENCE_SIDE = 64
 # Reference sizes for tiny Qwen twins: the real 1024² / 384² would make a 2 MB model take seconds.
 _TINY_QWEN_VAE_IMAGE_SIZE = 128 * 128
 _TINY_QWEN_CONDITION_IMAGE_SIZE = 56 * 56
+# Name of the one adapter a LoRA entry loads.
+_LORA_ADAPTER = "adgen"
 _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
 
@@ -253,12 +256,10 @@ class DiffusionEngine:
         model_id = resident.entry.id
         refs = resident.module_refs
         self._set_transition(model_id, ModelState.UNLOADING)
-        remove_hooks = getattr(resident.pipeline, "remove_all_hooks", None)
-        if callable(remove_hooks):
-            remove_hooks()
+        remove_pipeline_hooks(resident.pipeline)
         with self._state_lock:
             self._resident = None
-        del resident, remove_hooks
+        del resident
         self._restore_qwen_sizes()
         release_device_memory(self.device)
         leaked = sum(1 for ref in refs if ref() is not None)
@@ -295,6 +296,9 @@ class DiffusionEngine:
                 entry, location, dtype=dtype, device=None if on_cpu or entry.placement != "gpu" else self.device
             )
         pipeline = pipeline_class.from_pretrained(location.pipeline_dir, dtype=dtype, **components, **device_kwargs)
+        if entry.lora is not None:
+            assert location.lora_file is not None
+            _apply_lora(pipeline, entry.id, entry.lora, location.lora_file)
         self._place(pipeline, entry)
         if entry.vae_tiling and hasattr(pipeline, "vae"):
             pipeline.vae.enable_tiling()
@@ -462,6 +466,48 @@ class DiffusionEngine:
         else:
             kwargs["guidance_scale"] = job.guidance
         return kwargs
+
+
+def remove_pipeline_hooks(pipeline: Any) -> int:
+    """Removes offload hooks: accelerate's (model/sequential offload) and diffusers' own (group offload).
+
+    `remove_all_hooks` only knows accelerate's; group offloading's hooks would otherwise keep wrapping forwards
+    (and their module groups) until the garbage collector breaks the cycles. Returns how many were removed.
+    """
+    remove_accelerate_hooks = getattr(pipeline, "remove_all_hooks", None)
+    if callable(remove_accelerate_hooks):
+        remove_accelerate_hooks()
+    removed = 0
+    components = getattr(pipeline, "components", {})
+    for component in components.values():
+        if not isinstance(component, torch.nn.Module):
+            continue
+        for module in component.modules():
+            registry = getattr(module, "_diffusers_hook", None)
+            if registry is None:
+                continue
+            for name in list(registry.hooks):
+                registry.remove_hook(name, recurse=False)
+                removed += 1
+    return removed
+
+
+def _apply_lora(pipeline: Any, model_id: str, lora: LoraSpec, lora_file: Path) -> None:
+    """Loads the LoRA into the transformer, fuses it and drops the adapter; then swaps in its scheduler."""
+    if importlib.util.find_spec("peft") is None:
+        raise ModelLoadError(model_id, "applying its LoRA needs the peft package, which is not installed")
+    pipeline.load_lora_weights(str(lora_file.parent), weight_name=lora_file.name, adapter_name=_LORA_ADAPTER)
+    # diffusers only warns when no key matches the transformer; serving the bare base model would be wrong.
+    if _LORA_ADAPTER not in pipeline.get_list_adapters().get("transformer", []):
+        raise ModelLoadError(model_id, f"its LoRA {lora.weight_name} matched no layer of the transformer")
+    if lora.fuse:
+        pipeline.fuse_lora(components=["transformer"], lora_scale=lora.scale)
+        # Fused weights stay; the PEFT wrapper modules (and their A/B copies) go.
+        pipeline.unload_lora_weights()
+    elif lora.scale != 1.0:
+        pipeline.set_adapters([_LORA_ADAPTER], adapter_weights=[lora.scale])
+    if lora.scheduler:
+        pipeline.scheduler = type(pipeline.scheduler).from_config(pipeline.scheduler.config, **dict(lora.scheduler))
 
 
 @dataclass

@@ -23,6 +23,25 @@ class Task(enum.Enum):
     IMAGE_EDIT = "image_edit"
 
 
+SchedulerValue = float | int | bool | str
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    """A LoRA applied on top of an entry's base weights at load (e.g. a few-step distillation)."""
+
+    repo: str
+    weight_name: str
+    # Directory under <models_dir>/tiny/ holding a random LoRA of the same name for the tiny twin.
+    tiny: str
+    revision: str = "main"
+    # Fused LoRAs cost nothing per step; the adapter modules are removed after fusing.
+    fuse: bool = True
+    scale: float = 1.0
+    # Scheduler config values the LoRA was distilled with, applied over the base scheduler's config.
+    scheduler: tuple[tuple[str, SchedulerValue], ...] = ()
+
+
 @dataclass(frozen=True)
 class ModelEntry:
     """One allowed model, as declared in models.toml."""
@@ -48,6 +67,7 @@ class ModelEntry:
     min_steps: int = 1
     single_file: str | None = None
     config_repo: str | None = None
+    lora: LoraSpec | None = None
 
     def supports(self, task: Task) -> bool:
         return task in self.tasks
@@ -69,6 +89,8 @@ def _entry(model_id: str, raw: dict[str, Any]) -> ModelEntry:
     fields = dict(raw)
     try:
         fields["tasks"] = frozenset(Task(t) for t in fields["tasks"])
+        if "lora" in fields:
+            fields["lora"] = _lora(fields["lora"])
         entry = ModelEntry(id=model_id, **fields)
     except (TypeError, ValueError, KeyError) as error:
         raise ValueError(f"models.toml entry {model_id!r} is invalid: {error}") from error
@@ -81,6 +103,12 @@ def _entry(model_id: str, raw: dict[str, Any]) -> ModelEntry:
     if entry.min_side > entry.max_side or entry.min_side % entry.size_multiple:
         raise ValueError(f"models.toml entry {model_id!r}: min_side must be a multiple of size_multiple <= max_side")
     return entry
+
+
+def _lora(raw: dict[str, Any]) -> LoraSpec:
+    fields = dict(raw)
+    fields["scheduler"] = tuple(sorted(fields.get("scheduler", {}).items()))
+    return LoraSpec(**fields)
 
 
 class ModelRegistry:

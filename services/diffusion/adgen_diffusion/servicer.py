@@ -365,7 +365,7 @@ class DiffusionServicer(pb_grpc.DiffusionServiceServicer):
         return pb.Model(
             id=entry.id,
             display_name=entry.display_name,
-            source=f"tiny twin of {entry.repo}" if self.registry.tiny else entry.repo,
+            source=f"tiny twin of {_source(entry)}" if self.registry.tiny else _source(entry),
             revision="tiny" if self.registry.tiny else entry.revision,
             tasks=[_TASKS[t] for t in Task if t in entry.tasks],
             state=_STATES[self.engine.state_of(entry.id)],
@@ -478,3 +478,10 @@ def _progress(event: Progress) -> progress_pb2.Progress:
     if event.eta_s is not None:
         message.eta.CopyFrom(_duration(event.eta_s))
     return message
+
+
+def _source(entry: ModelEntry) -> str:
+    """The repo the weights come from, plus the LoRA fused into them when there is one."""
+    if entry.lora is None:
+        return entry.repo
+    return f"{entry.repo} + LoRA {entry.lora.repo}/{entry.lora.weight_name}"

@@ -290,6 +290,40 @@ TINY_BUILDERS: dict[str, Callable[[], Any]] = {
 }
 # Single-file twins: (pipeline twin they share their random weights with, transformer file name).
 FP8_TWINS: dict[str, tuple[str, str]] = {"flux2-klein-fp8": ("flux2-klein", "flux-2-klein-9b-fp8.safetensors")}
+# LoRA twins: (pipeline twin whose transformer they adapt, LoRA file names as in the real repo).
+LORA_TWINS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "qwen-image-edit-2511-lightning": (
+        "qwen-image-edit-plus",
+        (
+            "Qwen-Image-Edit-2511-Lightning-4steps-V1.0-bf16.safetensors",
+            "Qwen-Image-Edit-2511-Lightning-8steps-V1.0-bf16.safetensors",
+        ),
+    )
+}
+TINY_LORA_RANK = 4
+# Big enough that the fused weights visibly change the image, small enough to keep activations finite.
+_TINY_LORA_STD = 0.3
+
+
+def tiny_lora_state_dict(transformer: torch.nn.Module, seed: int) -> dict[str, torch.Tensor]:
+    """A random bf16 LoRA on every Linear of the transformer blocks, in diffusers/PEFT key layout."""
+    generator = torch.Generator().manual_seed(seed)
+    state: dict[str, torch.Tensor] = {}
+    for name, module in transformer.named_modules():
+        if not (name.startswith("transformer_blocks.") and isinstance(module, torch.nn.Linear)):
+            continue
+        down = torch.randn(TINY_LORA_RANK, module.in_features, generator=generator) * _TINY_LORA_STD
+        up = torch.randn(module.out_features, TINY_LORA_RANK, generator=generator) * _TINY_LORA_STD
+        state[f"transformer.{name}.lora_A.weight"] = down.to(torch.bfloat16)
+        state[f"transformer.{name}.lora_B.weight"] = up.to(torch.bfloat16)
+    return state
+
+
+def save_lora_twin(pipeline: Any, directory: Path, file_names: tuple[str, ...]) -> None:
+    """One random LoRA file per name (each its own seed), like a LoRA repo with several variants."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for index, file_name in enumerate(file_names):
+        save_file(tiny_lora_state_dict(pipeline.transformer, SEED + 1 + index), str(directory / file_name))
 
 
 def save_fp8_single_file_twin(pipeline: Any, directory: Path, file_name: str) -> None:
@@ -324,12 +358,15 @@ def build_tiny_model(models_dir: Path, name: str, *, force: bool = False) -> Pat
     if is_built(target) and not force:
         return target
     base, single_file = FP8_TWINS.get(name, (name, None))
+    base, lora_files = LORA_TWINS.get(name, (base, ()))
     # Seeded per model, so each twin is the same whatever else was built before it.
     torch.manual_seed(SEED)
     pipeline = TINY_BUILDERS[base]()
     staging = target.with_name(target.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
-    if single_file is None:
+    if lora_files:
+        save_lora_twin(pipeline, staging, lora_files)
+    elif single_file is None:
         pipeline.save_pretrained(staging)
     else:
         save_fp8_single_file_twin(pipeline, staging, single_file)
@@ -343,4 +380,4 @@ def build_tiny_model(models_dir: Path, name: str, *, force: bool = False) -> Pat
 
 def build_all_tiny_models(models_dir: Path, *, force: bool = False) -> list[Path]:
     """Builds every twin that is missing or stale; returns their directories."""
-    return [build_tiny_model(models_dir, name, force=force) for name in [*TINY_BUILDERS, *FP8_TWINS]]
+    return [build_tiny_model(models_dir, name, force=force) for name in [*TINY_BUILDERS, *FP8_TWINS, *LORA_TWINS]]

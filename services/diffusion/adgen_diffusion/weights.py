@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
-from huggingface_hub import is_offline_mode, snapshot_download
+from huggingface_hub import hf_hub_download, is_offline_mode, snapshot_download
 from huggingface_hub.errors import LocalEntryNotFoundError
 
 from adgen_diffusion.errors import ModelNotCachedError
@@ -31,24 +31,31 @@ _CONFIG_REPO_PATTERNS = [
 
 @dataclass(frozen=True)
 class WeightsLocation:
-    """A directory `from_pretrained` can read, plus the single transformer file when the entry has one."""
+    """A directory `from_pretrained` can read, plus the entry's single transformer file and LoRA file, if any."""
 
     pipeline_dir: Path
     single_file: Path | None = None
+    lora_file: Path | None = None
 
 
 def _tiny_location(entry: ModelEntry, models_dir: Path) -> WeightsLocation:
     directory = tiny_dir(models_dir, entry.tiny)
+    lora_file = tiny_dir(models_dir, entry.lora.tiny) / entry.lora.weight_name if entry.lora else None
     if entry.single_file is None:
-        return WeightsLocation(directory)
+        return WeightsLocation(directory, lora_file=lora_file)
     # Like the real pair (config repo + one file): the twin holds a pipeline without transformer weights.
-    return WeightsLocation(directory, directory / entry.single_file)
+    return WeightsLocation(directory, directory / entry.single_file, lora_file)
+
+
+def _tiny_built(entry: ModelEntry, models_dir: Path) -> bool:
+    lora_built = entry.lora is None or is_built(tiny_dir(models_dir, entry.lora.tiny))
+    return lora_built and is_built(tiny_dir(models_dir, entry.tiny))
 
 
 def is_available(entry: ModelEntry, models_dir: Path, *, tiny: bool) -> bool:
     """Whether loading `entry` needs no download."""
     if tiny:
-        return is_built(tiny_dir(models_dir, entry.tiny))
+        return _tiny_built(entry, models_dir)
     try:
         _cached_location(entry)
     except LocalEntryNotFoundError:
@@ -59,7 +66,7 @@ def is_available(entry: ModelEntry, models_dir: Path, *, tiny: bool) -> bool:
 def locate(entry: ModelEntry, models_dir: Path, *, tiny: bool) -> WeightsLocation:
     """The weights on disk; downloads when missing unless offline, where it fails fast instead."""
     if tiny:
-        if not is_built(tiny_dir(models_dir, entry.tiny)):
+        if not _tiny_built(entry, models_dir):
             raise ModelNotCachedError(entry.id, "its tiny twin is not built; run `adgen-diffusion build-tiny`.")
         return _tiny_location(entry, models_dir)
     try:
@@ -76,6 +83,19 @@ def locate(entry: ModelEntry, models_dir: Path, *, tiny: bool) -> WeightsLocatio
 
 
 def _cached_location(entry: ModelEntry) -> WeightsLocation:
+    return _with_lora(entry, _cached_base_location(entry), local_files_only=True)
+
+
+def _with_lora(entry: ModelEntry, location: WeightsLocation, *, local_files_only: bool) -> WeightsLocation:
+    """Adds the entry's LoRA file (from its own repo in the same cache); raises LocalEntryNotFoundError if absent."""
+    if entry.lora is None:
+        return location
+    lora = entry.lora
+    path = hf_hub_download(lora.repo, lora.weight_name, revision=lora.revision, local_files_only=local_files_only)
+    return replace(location, lora_file=Path(path))
+
+
+def _cached_base_location(entry: ModelEntry) -> WeightsLocation:
     if entry.single_file is None:
         return WeightsLocation(Path(snapshot_download(entry.repo, revision=entry.revision, local_files_only=True)))
     config_dir = snapshot_download(entry.config_repo or entry.repo, local_files_only=True)
@@ -89,7 +109,11 @@ def _cached_location(entry: ModelEntry) -> WeightsLocation:
 
 
 def download(entry: ModelEntry) -> WeightsLocation:
-    """Fetches an entry's files into the Hugging Face cache (HF_HOME); needs network."""
+    """Fetches an entry's files (LoRA included) into the Hugging Face cache (HF_HOME); needs network."""
+    return _with_lora(entry, _download_base(entry), local_files_only=False)
+
+
+def _download_base(entry: ModelEntry) -> WeightsLocation:
     if entry.single_file is None:
         path = snapshot_download(entry.repo, revision=entry.revision, allow_patterns=PIPELINE_PATTERNS)
         return WeightsLocation(Path(path))

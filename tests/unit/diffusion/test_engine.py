@@ -6,12 +6,13 @@ import gc
 import threading
 import weakref
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 from PIL import Image
 
-from adgen_diffusion.engine import DiffusionEngine, ImageJob, Progress, Stage
+from adgen_diffusion.engine import DiffusionEngine, ImageJob, Progress, Stage, remove_pipeline_hooks
 from adgen_diffusion.errors import (
     JobCancelledError,
     ModelNotCachedError,
@@ -182,3 +183,26 @@ def test_offline_real_model_not_in_cache_fails_fast(monkeypatch: pytest.MonkeyPa
     assert not engine.is_available(engine.registry.get("z-image-turbo"))
     with pytest.raises(ModelNotCachedError, match="HF_HUB_OFFLINE"):
         engine.load("z-image-turbo")
+
+
+def _hooked_modules(module: torch.nn.Module) -> int:
+    registries: list[Any] = [getattr(m, "_diffusers_hook", None) for m in module.modules()]
+    return sum(1 for registry in registries if registry is not None and registry.hooks)
+
+
+def test_teardown_removes_group_offload_hooks_that_remove_all_hooks_misses(engine: DiffusionEngine) -> None:
+    engine.load("z-image-turbo")
+    resident = engine._resident
+    assert resident is not None
+    pipeline = resident.pipeline
+    del resident
+    # Group offload onto the CPU itself: the same diffusers hooks as on a GPU, testable here.
+    pipeline.enable_group_offload(onload_device=torch.device("cpu"), offload_type="leaf_level", low_cpu_mem_usage=True)
+    transformer = pipeline.transformer
+    pipeline.remove_all_hooks()
+    hooked = _hooked_modules(transformer)
+    assert hooked > 0
+    assert remove_pipeline_hooks(pipeline) >= hooked
+    assert _hooked_modules(transformer) == 0
+    del pipeline, transformer
+    assert engine.unload().memory.verified

@@ -9,7 +9,15 @@ import pytest
 from adgen_diffusion.errors import ModelNotFoundError
 from adgen_diffusion.registry import ModelRegistry, Task
 
-REAL_IDS = {"flux2-klein-4b", "flux2-klein-9b", "flux2-klein-9b-fp8", "qwen-image-edit-2511", "z-image-turbo"}
+REAL_IDS = {
+    "flux2-klein-4b",
+    "flux2-klein-9b",
+    "flux2-klein-9b-fp8",
+    "qwen-image-edit-2511",
+    "qwen-image-edit-2511-lightning-4step",
+    "qwen-image-edit-2511-lightning-8step",
+    "z-image-turbo",
+}
 
 
 def test_shipped_registry_names_every_seed_model() -> None:
@@ -24,6 +32,8 @@ def test_licences_mark_klein_9b_non_commercial_and_the_rest_commercial() -> None
         "flux2-klein-9b": False,
         "flux2-klein-9b-fp8": False,
         "qwen-image-edit-2511": True,
+        "qwen-image-edit-2511-lightning-4step": True,
+        "qwen-image-edit-2511-lightning-8step": True,
         "z-image-turbo": True,
     }
 
