@@ -155,7 +155,6 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=12)
     parser.add_argument("--medium-mb", type=int, default=400, help="0 skips the medium-size load")
     options = parser.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     build_all_tiny_models(options.models_dir)
     engine = DiffusionEngine(ModelRegistry.load(tiny=True), options.models_dir, device="cpu")
     bench_loads(engine, options.repeats)

@@ -100,10 +100,6 @@ async def bench_model(
     return direct, service
 
 
-def _median(values: list[float]) -> float:
-    return statistics.median(values)
-
-
 async def run(models_dir: Path, model_ids: list[str], side: int, steps: int, repeats: int) -> None:
     build_all_tiny_models(models_dir)
     engine = DiffusionEngine(ModelRegistry.load(tiny=True), models_dir, device="cpu")
@@ -128,10 +124,10 @@ async def run(models_dir: Path, model_ids: list[str], side: int, steps: int, rep
     print(header)
     print("-" * len(header))
     for model_id, direct, service in rows:
-        direct_step = _median([r.step_s for r in direct])
-        service_step = _median([r.step_s for r in service])
-        direct_wall = _median([r.wall_s for r in direct])
-        service_wall = _median([r.wall_s for r in service])
+        direct_step = statistics.median([r.step_s for r in direct])
+        service_step = statistics.median([r.step_s for r in service])
+        direct_wall = statistics.median([r.wall_s for r in direct])
+        service_wall = statistics.median([r.wall_s for r in service])
         print(
             f"{model_id:22} {direct_step * 1e3:15.2f} {service_step * 1e3:16.2f}"
             f" {(service_step - direct_step) * 1e3:12.2f} {service_step / direct_step:11.3f}"

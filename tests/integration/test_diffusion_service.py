@@ -97,6 +97,15 @@ async def test_load_and_unload_return_memory_reports(stub: pb_grpc.DiffusionServ
     assert unloaded.memory.verified and unloaded.memory.leaked_modules == 0 and unloaded.memory.host_rss_bytes > 0
 
 
+async def test_unloading_a_model_that_is_not_resident_changes_nothing(stub: pb_grpc.DiffusionServiceAsyncStub) -> None:
+    await stub.LoadModel(pb.LoadModelRequest(model_id="z-image-turbo"))
+    # flux2-klein-9b needs a GPU, so it can never be resident here.
+    reply = await stub.UnloadModel(pb.UnloadModelRequest(model_id="flux2-klein-9b"))
+    assert reply.model_id == "" and reply.memory.model_bytes > 0 and not reply.HasField("unload_duration")
+    listed = await stub.ListModels(pb.ListModelsRequest())
+    assert {m.id: m.state for m in listed.models}["z-image-turbo"] == pb.MODEL_STATE_LOADED
+
+
 async def test_generate_returns_a_decodable_png_of_the_requested_size(
     stub: pb_grpc.DiffusionServiceAsyncStub,
 ) -> None:

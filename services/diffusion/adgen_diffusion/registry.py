@@ -102,6 +102,11 @@ def _entry(model_id: str, raw: dict[str, Any]) -> ModelEntry:
         raise ValueError(f"models.toml entry {model_id!r} declares no tasks")
     if entry.min_side > entry.max_side or entry.min_side % entry.size_multiple:
         raise ValueError(f"models.toml entry {model_id!r}: min_side must be a multiple of size_multiple <= max_side")
+    # Defaults are what a request gets when it names nothing: they must pass the entry's own checks.
+    if not entry.min_side <= entry.native_side <= entry.max_side or entry.native_side % entry.size_multiple:
+        raise ValueError(f"models.toml entry {model_id!r}: native_side must be a legal side between min and max")
+    if not 1 <= entry.min_steps <= entry.default_steps:
+        raise ValueError(f"models.toml entry {model_id!r}: default_steps must be at least min_steps (>= 1)")
     return entry
 
 

@@ -79,7 +79,16 @@ def locate(entry: ModelEntry, models_dir: Path, *, tiny: bool) -> WeightsLocatio
                 f"run `adgen-diffusion fetch {entry.id}` on a machine with network.",
             ) from None
     _LOGGER.warning("downloading %s from %s; pre-fetch with `adgen-diffusion fetch`", entry.id, entry.repo)
-    return download(entry)
+    try:
+        return download(entry)
+    except Exception:
+        # No network, a gated repo, a full disk: the caller needs the reason, not a generic INTERNAL.
+        _LOGGER.exception("downloading %s failed", entry.id)
+        raise ModelNotCachedError(
+            entry.id,
+            "it is not cached and downloading it failed (see the service log); "
+            f"run `adgen-diffusion fetch {entry.id}` on a machine with network.",
+        ) from None
 
 
 def _cached_location(entry: ModelEntry) -> WeightsLocation:

@@ -111,8 +111,9 @@ class GpuWorker:
                 raise QueueFullError(len(self._queue), self._retry_after_s())
             self._queue.push(ticket)
             position, eta = self._position_locked(ticket)
+            # Under the lock: `close` cannot shut the executor down between the push and this.
+            self._executor.submit(self._run_next)
         sink(Progress(Stage.QUEUED, model_id=model_id or "", queue_position=position, eta_s=eta))
-        self._executor.submit(self._run_next)
         try:
             value = await job.future
         except asyncio.CancelledError:

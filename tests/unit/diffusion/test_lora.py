@@ -200,3 +200,21 @@ def test_fetch_downloads_the_lora_file_with_the_base_weights(monkeypatch: pytest
     location = weights.download(entry)
     assert requested == [(entry.repo, None), (entry.lora.repo, entry.lora.weight_name)]
     assert location.lora_file == tmp_path / entry.lora.repo / entry.lora.weight_name
+
+
+def test_a_failed_download_while_online_is_model_not_cached_not_a_crash(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import huggingface_hub.constants as hub_constants
+
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+
+    def unreachable(repo: str, **_: object) -> str:
+        raise ConnectionError(f"cannot reach the Hub for {repo}")
+
+    monkeypatch.setattr(weights, "download", lambda entry: unreachable(entry.repo))
+    with pytest.raises(ModelNotCachedError, match="downloading it failed") as raised:
+        weights.locate(ModelRegistry.load().get(EIGHT_STEP), tmp_path, tiny=False)
+    assert "cannot reach" not in str(raised.value)

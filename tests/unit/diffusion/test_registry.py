@@ -68,3 +68,21 @@ def test_entry_with_unknown_placement_is_refused(tmp_path: Path) -> None:
     path.write_text(text.replace('placement = "gpu"', 'placement = "teleport"', 1))
     with pytest.raises(ValueError, match="placement"):
         ModelRegistry.load(path)
+
+
+@pytest.mark.parametrize(
+    ("original", "broken", "complaint"),
+    [
+        ("default_steps = 9", "default_steps = 0", "default_steps"),
+        ("native_side = 1024", "native_side = 1000", "native_side"),
+    ],
+)
+def test_entry_whose_defaults_would_fail_its_own_checks_is_refused(
+    tmp_path: Path, original: str, broken: str, complaint: str
+) -> None:
+    path = tmp_path / "models.toml"
+    text = (Path(__file__).parents[3] / "services/diffusion/adgen_diffusion/models.toml").read_text()
+    assert original in text
+    path.write_text(text.replace(original, broken, 1))
+    with pytest.raises(ValueError, match=complaint):
+        ModelRegistry.load(path)

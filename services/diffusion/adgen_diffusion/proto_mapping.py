@@ -1,0 +1,183 @@
+"""Engine results as protos, and engine errors as the statuses callers can act on."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+from google.protobuf import duration_pb2
+
+from adgen.diffusion.v1 import diffusion_service_pb2 as pb
+from adgen.type.v1 import error_reason_pb2 as reasons
+from adgen.type.v1 import image_pb2, progress_pb2
+from adgen_diffusion import errors
+from adgen_diffusion.engine import JobOutput, ModelState, Progress, Stage, UnloadReport
+from adgen_diffusion.images import EncodedImage
+from adgen_diffusion.job_requests import MODEL_RESOURCE
+from adgen_diffusion.memory import MemoryReport
+from adgen_diffusion.registry import ModelEntry, Task
+from adgen_runtime.errors import (
+    AdGenError,
+    Cancelled,
+    FailedPrecondition,
+    Internal,
+    NotFound,
+    ResourceExhausted,
+)
+
+_TASKS = {Task.TEXT_TO_IMAGE: pb.MODEL_TASK_TEXT_TO_IMAGE, Task.IMAGE_EDIT: pb.MODEL_TASK_IMAGE_EDIT}
+_STATES = {
+    ModelState.UNLOADED: pb.MODEL_STATE_UNLOADED,
+    ModelState.LOADING: pb.MODEL_STATE_LOADING,
+    ModelState.LOADED: pb.MODEL_STATE_LOADED,
+    ModelState.UNLOADING: pb.MODEL_STATE_UNLOADING,
+    ModelState.FAILED: pb.MODEL_STATE_FAILED,
+}
+_STAGES = {
+    Stage.QUEUED: progress_pb2.PROGRESS_STAGE_QUEUED,
+    Stage.UNLOADING: progress_pb2.PROGRESS_STAGE_UNLOADING,
+    Stage.LOADING: progress_pb2.PROGRESS_STAGE_LOADING,
+    Stage.DENOISING: progress_pb2.PROGRESS_STAGE_DENOISING,
+    Stage.DECODING: progress_pb2.PROGRESS_STAGE_DECODING,
+    Stage.DONE: progress_pb2.PROGRESS_STAGE_DONE,
+}
+_IMAGE_FORMATS = {
+    "png": image_pb2.IMAGE_FORMAT_PNG,
+    "jpeg": image_pb2.IMAGE_FORMAT_JPEG,
+    "webp": image_pb2.IMAGE_FORMAT_WEBP,
+}
+
+
+def model_proto(entry: ModelEntry, state: ModelState, *, available: bool, tiny: bool) -> pb.Model:
+    return pb.Model(
+        id=entry.id,
+        display_name=entry.display_name,
+        source=f"tiny twin of {_source(entry)}" if tiny else _source(entry),
+        revision="tiny" if tiny else entry.revision,
+        tasks=[_TASKS[t] for t in Task if t in entry.tasks],
+        state=_STATES[state],
+        license=entry.license,
+        commercial_use=entry.commercial_use,
+        default_steps=entry.default_steps,
+        default_guidance_scale=entry.default_guidance,
+        size_multiple=entry.size_multiple,
+        min_side=entry.min_side,
+        max_side=entry.max_side,
+        available_locally=available,
+    )
+
+
+def generated_images(encoded: list[EncodedImage], seeds: list[int]) -> list[pb.GeneratedImage]:
+    return [
+        pb.GeneratedImage(
+            image=image_pb2.Image(data=e.data, format=_IMAGE_FORMATS[e.format], width=e.width, height=e.height),
+            seed=seed,
+        )
+        for e, seed in zip(encoded, seeds, strict=True)
+    ]
+
+
+def generation_info(output: JobOutput, *, queue_s: float, encode_s: float, total_s: float) -> pb.GenerationInfo:
+    """What produced the images and where the time went; encoding counts as decoding for callers."""
+    timings = pb.JobTimings(
+        queue=duration(queue_s),
+        load=duration(output.load_s),
+        denoise=duration(output.denoise_s),
+        decode=duration(output.decode_s + encode_s),
+        total=duration(total_s),
+    )
+    return pb.GenerationInfo(
+        model_id=output.model_id,
+        model_revision=output.revision,
+        num_inference_steps=output.steps,
+        guidance_scale=output.guidance,
+        timings=timings,
+    )
+
+
+def progress_proto(event: Progress) -> progress_pb2.Progress:
+    message = progress_pb2.Progress(
+        stage=_STAGES[event.stage],
+        queue_position=event.queue_position,
+        step=event.step,
+        total_steps=event.total_steps,
+        model_id=event.model_id,
+    )
+    if event.eta_s is not None:
+        message.eta.CopyFrom(duration(event.eta_s))
+    return message
+
+
+def memory_proto(report: MemoryReport) -> pb.MemoryReport:
+    return pb.MemoryReport(
+        device_allocated_bytes=report.device_allocated_bytes,
+        device_reserved_bytes=report.device_reserved_bytes,
+        device_free_bytes=report.device_free_bytes,
+        device_total_bytes=report.device_total_bytes,
+        baseline_device_allocated_bytes=report.baseline_device_allocated_bytes,
+        host_rss_bytes=report.host_rss_bytes,
+        peak_host_anon_bytes=report.peak_host_anon_bytes,
+        model_bytes=report.model_bytes,
+        leaked_modules=report.leaked_modules,
+        verified=report.verified,
+    )
+
+
+def duration(seconds: float) -> duration_pb2.Duration:
+    value = duration_pb2.Duration()
+    value.FromNanoseconds(int(max(seconds, 0.0) * 1e9))
+    return value
+
+
+def unload_incomplete(report: UnloadReport) -> Internal:
+    """The status for an unload whose memory check failed: what was left behind, for operators."""
+    model_id = report.model_id or ""
+    excess = report.memory.device_allocated_bytes - report.memory.baseline_device_allocated_bytes
+    return Internal(
+        reasons.ERROR_REASON_UNLOAD_INCOMPLETE,
+        str(errors.UnloadIncompleteError(model_id, report.memory.leaked_modules, excess)),
+        resource=(MODEL_RESOURCE, model_id),
+        metadata={"leaked_modules": str(report.memory.leaked_modules), "excess_device_bytes": str(excess)},
+    )
+
+
+@contextlib.contextmanager
+def mapped_errors() -> Iterator[None]:
+    """Engine errors as the statuses callers can act on; anything else stays a generic INTERNAL."""
+    try:
+        yield
+    except AdGenError:
+        raise
+    except errors.ModelNotFoundError as error:
+        raise NotFound(
+            reasons.ERROR_REASON_MODEL_NOT_FOUND, str(error), resource=(MODEL_RESOURCE, error.model_id)
+        ) from None
+    except errors.ModelNotCachedError as error:
+        raise FailedPrecondition(
+            reasons.ERROR_REASON_MODEL_NOT_CACHED, str(error), resource=(MODEL_RESOURCE, error.model_id)
+        ) from None
+    except errors.PlacementUnsupportedError as error:
+        raise FailedPrecondition(
+            reasons.ERROR_REASON_PLACEMENT_UNSUPPORTED, str(error), resource=(MODEL_RESOURCE, error.model_id)
+        ) from None
+    except errors.TaskUnsupportedError as error:
+        raise FailedPrecondition(
+            reasons.ERROR_REASON_MODEL_TASK_UNSUPPORTED, str(error), resource=(MODEL_RESOURCE, error.model_id)
+        ) from None
+    except errors.ModelLoadError as error:
+        raise FailedPrecondition(
+            reasons.ERROR_REASON_MODEL_LOAD_FAILED, str(error), resource=(MODEL_RESOURCE, error.model_id)
+        ) from None
+    except errors.QueueFullError as error:
+        raise ResourceExhausted(
+            reasons.ERROR_REASON_QUEUE_FULL, str(error), retry_after_s=error.retry_after_s
+        ) from None
+    except errors.JobCancelledError as error:
+        raise Cancelled(reasons.ERROR_REASON_JOB_CANCELLED, str(error)) from None
+
+
+def _source(entry: ModelEntry) -> str:
+    """The repo the weights come from, plus the LoRA fused into them when there is one."""
+    if entry.lora is None:
+        return entry.repo
+    return f"{entry.repo} + LoRA {entry.lora.repo}/{entry.lora.weight_name}"
