@@ -49,7 +49,10 @@ function describeError(error) {
   const status = RPC_TYPES.lookupType("google.rpc.Status").decode(raw);
   for (const detail of status.details) {
     const typeName = detail.type_url.split("/").pop();
-    const decoded = RPC_TYPES.lookupType(typeName).decode(detail.value);
+    // Details this script does not describe (RetryInfo, ResourceInfo, ...) are skipped, not fatal.
+    const type = RPC_TYPES.lookup(typeName);
+    if (!(type instanceof protobuf.Type)) continue;
+    const decoded = type.decode(detail.value);
     if (typeName === "google.rpc.ErrorInfo") lines.push(`  reason: ${decoded.reason} (${decoded.domain})`);
     if (typeName === "google.rpc.BadRequest") {
       for (const v of decoded.fieldViolations) lines.push(`  field ${v.field}: ${v.description}`);
@@ -74,6 +77,7 @@ function main() {
       width: { type: "string", default: "0" },
       height: { type: "string", default: "0" },
       steps: { type: "string" },
+      model: { type: "string", default: "" },
       timeout: { type: "string", default: "600" },
     },
   });
@@ -88,17 +92,20 @@ function main() {
     placement: "PLACEMENT_FEED_SQUARE",
     width: Number(values.width),
     height: Number(values.height),
+    model_id: values.model,
     ...(values.steps ? { num_inference_steps: Number(values.steps) } : {}),
   };
   const deadline = new Date(Date.now() + Number(values.timeout) * 1000);
   const stream = client.StreamCreateAd({ request }, { deadline });
   mkdirSync(values.out, { recursive: true });
 
+  let finished = false;
   stream.on("data", (event) => {
     if (event.event === "copy") console.log(`copy ready: ${event.copy.hook}`);
     if (event.event === "progress") console.log(describeProgress(event.progress));
     if (event.event === "image") console.log(`variant ${event.image.variant_index}: image ready`);
     if (event.event !== "result") return;
+    finished = true;
     const ad = event.result;
     const files = ad.images.map((image) => {
       const name = `variant-${image.variant_index}.${EXTENSIONS[image.image.format] ?? "bin"}`;
@@ -112,6 +119,11 @@ function main() {
   });
   stream.on("error", (error) => {
     console.error(describeError(error));
+    process.exitCode = 1;
+  });
+  stream.on("end", () => {
+    if (finished) return;
+    console.error("the server ended the stream without a result");
     process.exitCode = 1;
   });
 }

@@ -63,3 +63,13 @@ async def test_node_client_prints_the_invalid_argument_reason_and_exits_non_zero
     assert "INVALID_ARGUMENT" in stderr and "reason: EMPTY_KEYWORD (adgen.dev)" in stderr
     assert "field request.keyword: must not be empty" in stderr
     assert not (tmp_path / "ad.json").exists()
+
+
+async def test_node_client_describes_errors_whose_details_it_does_not_know(services: Services, tmp_path: Path) -> None:
+    # MODEL_NOT_FOUND carries a ResourceInfo, which the script has no type for: skipped, not a crash.
+    code, _, stderr = await _run_node(
+        "--target", services.orchestrator, "--out", str(tmp_path), "--model", "no-such-model", KEYWORD
+    )  # fmt: skip
+    assert code != 0
+    assert "NOT_FOUND" in stderr and "reason: MODEL_NOT_FOUND (adgen.dev)" in stderr
+    assert "no such type" not in stderr

@@ -33,8 +33,14 @@ _SERVICE_CONFIG = {
 }
 
 
-def grpc_options(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, *, server: bool = False) -> list[tuple[str, Any]]:
-    """Channel or server options; servers and clients must agree on the message limits."""
+def grpc_options(
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, *, server: bool = False, retry_unavailable: bool = True
+) -> list[tuple[str, Any]]:
+    """Channel or server options; servers and clients must agree on the message limits.
+
+    Hops inside AdGen pass `retry_unavailable=False`: a service answers UNAVAILABLE after its own
+    retries, and a retry at every hop multiplies them; the caller's SDK retries once, at the edge.
+    """
     options: list[tuple[str, Any]] = [
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.max_receive_message_length", max_message_bytes),
@@ -50,16 +56,21 @@ def grpc_options(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, *, server: 
             ("grpc.keepalive_time_ms", 30_000),
             ("grpc.keepalive_timeout_ms", 10_000),
             ("grpc.enable_retries", 1),
-            ("grpc.service_config", json.dumps(_SERVICE_CONFIG)),
         ]
+        if retry_unavailable:
+            options.append(("grpc.service_config", json.dumps(_SERVICE_CONFIG)))
     return options
 
 
-def create_channel(target: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> grpc.Channel:
+def create_channel(
+    target: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, *, retry_unavailable: bool = True
+) -> grpc.Channel:
     """A blocking channel to an AdGen server (plaintext; put TLS in front for the internet)."""
-    return grpc.insecure_channel(target, options=grpc_options(max_message_bytes))
+    return grpc.insecure_channel(target, options=grpc_options(max_message_bytes, retry_unavailable=retry_unavailable))
 
 
-def create_aio_channel(target: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> aio.Channel:
+def create_aio_channel(
+    target: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, *, retry_unavailable: bool = True
+) -> aio.Channel:
     """An asyncio channel to an AdGen server."""
-    return aio.insecure_channel(target, options=grpc_options(max_message_bytes))
+    return aio.insecure_channel(target, options=grpc_options(max_message_bytes, retry_unavailable=retry_unavailable))

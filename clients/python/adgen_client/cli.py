@@ -57,7 +57,7 @@ class FormatChoice(enum.StrEnum):
 Target = Annotated[str, typer.Option(envvar="ADGEN_TARGET", help="host:port of the orchestrator.")]
 Timeout = Annotated[float, typer.Option(help="Deadline of the whole request, in seconds.")]
 Out = Annotated[Path, typer.Option(file_okay=False, help="Directory to write the files into.")]
-Seed = Annotated[int | None, typer.Option(min=0, help="Seed of the first image; unset picks one.")]
+Seed = Annotated[int | None, typer.Option(min=0, max=2**64 - 1, help="Seed of the first image; unset picks one.")]
 Steps = Annotated[int | None, typer.Option(min=1, help="Denoising steps; unset uses the model's default.")]
 Model = Annotated[str, typer.Option(help="Registry id of the model; empty uses the server's default.")]
 Format = Annotated[FormatChoice, typer.Option("--format", help="Format of the written image files.")]

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -57,7 +58,7 @@ class AdCore:
 
     async def stream_create_ad(
         self, request: ad_pb.CreateAdRequest, call: CallInfo, field_prefix: str = ""
-    ) -> AsyncIterator[ad_pb.StreamCreateAdResponse]:
+    ) -> AsyncGenerator[ad_pb.StreamCreateAdResponse]:
         """Yields the copy, progress, each image, then the result (only the result on a replay)."""
         spec = parse_create_request(
             request,
@@ -66,20 +67,24 @@ class AdCore:
             field_prefix=field_prefix,
             preferred_models=self._preferred_models,
         )
-        budget = self._budget(spec.request_id, call)
-        job = self._shared(self._creates, request, field_prefix, lambda: self._pipeline.create_ad(spec, budget))
-        async for event in job:
-            yield event
+        budget = self._budget(spec.request_id, call, field_prefix)
+        # Closed when this caller goes, so the job learns at once that it has one follower fewer.
+        async with aclosing(
+            self._shared(self._creates, request, field_prefix, lambda: self._pipeline.create_ad(spec, budget))
+        ) as job:
+            async for event in job:
+                yield event
 
     async def create_ad(self, request: ad_pb.CreateAdRequest, call: CallInfo) -> ad_pb.CreateAdResponse:
-        async for event in self.stream_create_ad(request, call):
-            if event.HasField("result"):
-                return event.result
+        async with aclosing(self.stream_create_ad(request, call)) as events:
+            async for event in events:
+                if event.HasField("result"):
+                    return event.result
         raise Internal(error_reason_pb2.ERROR_REASON_INTERNAL, "The ad pipeline ended without a result.")
 
     async def stream_edit_ad(
         self, request: ad_pb.EditAdRequest, call: CallInfo, field_prefix: str = ""
-    ) -> AsyncIterator[ad_pb.StreamEditAdResponse]:
+    ) -> AsyncGenerator[ad_pb.StreamEditAdResponse]:
         """Yields the edit job's progress, then the result (only the result on a replay)."""
         # Decoding the photo is blocking Pillow work: off the event loop.
         spec = await asyncio.to_thread(
@@ -91,15 +96,19 @@ class AdCore:
             max_input_pixels=self._settings.max_input_pixels,
             field_prefix=field_prefix,
         )
-        budget = self._budget(spec.request_id, call)
-        job = self._shared(self._edits, request, field_prefix, lambda: self._pipeline.edit_ad(spec, budget))
-        async for event in job:
-            yield event
+        budget = self._budget(spec.request_id, call, field_prefix)
+        # Closed when this caller goes, so the job learns at once that it has one follower fewer.
+        async with aclosing(
+            self._shared(self._edits, request, field_prefix, lambda: self._pipeline.edit_ad(spec, budget))
+        ) as job:
+            async for event in job:
+                yield event
 
     async def edit_ad(self, request: ad_pb.EditAdRequest, call: CallInfo) -> ad_pb.EditAdResponse:
-        async for event in self.stream_edit_ad(request, call):
-            if event.HasField("result"):
-                return event.result
+        async with aclosing(self.stream_edit_ad(request, call)) as events:
+            async for event in events:
+                if event.HasField("result"):
+                    return event.result
         raise Internal(error_reason_pb2.ERROR_REASON_INTERNAL, "The edit pipeline ended without a result.")
 
     def _shared(
@@ -108,7 +117,7 @@ class AdCore:
         request: ad_pb.CreateAdRequest | ad_pb.EditAdRequest,
         field_prefix: str,
         start: Callable[[], AsyncIterator[E]],
-    ) -> AsyncIterator[E]:
+    ) -> AsyncGenerator[E]:
         """The events of the job under the caller's request id: new, joined or replayed."""
         try:
             return registry.job_for(request.request_id, fingerprint(request), start).follow()
@@ -125,8 +134,10 @@ class AdCore:
                 ]
             ) from None
 
-    def _budget(self, request_id: str, call: CallInfo) -> CallBudget:
-        return CallBudget.from_time_remaining(request_id, call.time_remaining_s, self._settings.deadline_margin_s)
+    def _budget(self, request_id: str, call: CallInfo, field_prefix: str) -> CallBudget:
+        return CallBudget.from_time_remaining(
+            request_id, call.time_remaining_s, self._settings.deadline_margin_s, field_prefix
+        )
 
 
 def _byte_size(event: Message) -> int:

@@ -29,7 +29,9 @@ AI_DISCLOSURE_LINE = "이미지는 AI로 생성되었으며 실제와 다를 수
 
 
 class ModelCatalog:
-    """The diffusion service's models and their size rules, fetched once and kept."""
+    """The diffusion service's models and their size rules, fetched once and kept; fetched again
+    when a caller names a model the kept list lacks (the diffusion service may have restarted
+    with a new registry)."""
 
     def __init__(self, diffusion: DiffusionClient) -> None:
         self._diffusion = diffusion
@@ -39,6 +41,8 @@ class ModelCatalog:
     async def model_for(self, model_id: str, task: df_pb.ModelTask.ValueType, budget: CallBudget) -> df_pb.Model:
         """The model, if it exists and can do `task`; NOT_FOUND or FAILED_PRECONDITION otherwise."""
         models = await self._load(budget)
+        if model_id not in models:
+            models = await self._load(budget, refresh=True)
         model = models.get(model_id)
         if model is None:
             raise NotFound(
@@ -54,9 +58,9 @@ class ModelCatalog:
             )
         return model
 
-    async def _load(self, budget: CallBudget) -> dict[str, df_pb.Model]:
+    async def _load(self, budget: CallBudget, *, refresh: bool = False) -> dict[str, df_pb.Model]:
         async with self._lock:
-            if self._models is None:
+            if self._models is None or refresh:
                 reply = await self._diffusion.list_models(budget)
                 self._models = {model.id: model for model in reply.models}
             return self._models
@@ -94,26 +98,36 @@ class AdPipeline:
         render_size = generation_size(spec.size, size_rules(model))
         overlay = Overlay(spec.placement, copy.headline if spec.overlay_headline else "", spec.ai_disclosure)
         images: list[ad_pb.AdImage] = []
+        runs: list[df_pb.GenerationInfo] = []
         for index, prompt in enumerate(_variant_prompts(copy, spec.variant_count)):
-            async for event in self._render_variant(spec, index, prompt, render_size, overlay, budget):
+            async for event in self._render_variant(spec, index, prompt, render_size, overlay, budget, runs):
                 if event.HasField("image"):
                     images.append(event.image)
                 yield event
+        # The diffusion service's own count: it may differ from the registry's default (e.g. Lightning ids).
+        steps_used = runs[0].num_inference_steps if runs else 0
         yield ad_pb.StreamCreateAdResponse(
             result=ad_pb.CreateAdResponse(
                 copy=ad_copy,
                 images=images,
                 model_id=spec.model_id,
-                num_inference_steps=spec.num_inference_steps or model.default_steps,
+                num_inference_steps=steps_used or spec.num_inference_steps or model.default_steps,
                 total_duration=_since(started),
                 request_id=spec.request_id,
             )
         )
 
     async def _render_variant(
-        self, spec: CreateAdSpec, index: int, prompt: str, render_size: Size, overlay: Overlay, budget: CallBudget
+        self,
+        spec: CreateAdSpec,
+        index: int,
+        prompt: str,
+        render_size: Size,
+        overlay: Overlay,
+        budget: CallBudget,
+        runs: list[df_pb.GenerationInfo],
     ) -> AsyncIterator[ad_pb.StreamCreateAdResponse]:
-        """Yields one variant's progress, then its image at the delivered size."""
+        """Yields one variant's progress, then its image at the delivered size; appends the run's info to `runs`."""
         request = df_pb.GenerateRequest(
             model_id=spec.model_id,
             prompt=prompt,
@@ -132,6 +146,7 @@ class AdPipeline:
                 yield ad_pb.StreamCreateAdResponse(progress=progress)
             elif event.HasField("result"):
                 result = event.result
+                runs.append(result.info)
         generated = _only_image(result, "diffusion", budget)
         label = ContentLabel(SourceType.GENERATED, spec.model_id, generated.seed, prompt)
         image = await _deliver(generated.image.data, spec.size, spec.output_format, label, overlay)

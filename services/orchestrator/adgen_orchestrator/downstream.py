@@ -33,6 +33,8 @@ from adgen_runtime.errors import (
 _LOGGER = logging.getLogger(__name__)
 
 STATUS_DETAILS_METADATA_KEY = "grpc-status-details-bin"
+# The diffusion service's stream requests wrap the job in `request`; its violations start so.
+_STREAM_REQUEST_PREFIX = "request."
 _R = error_reason_pb2
 
 # Codes whose downstream details tell the caller what to fix or when to retry: kept as they are.
@@ -55,11 +57,14 @@ class CallBudget:
     request_id: str
     deadline: float | None = None  # time.monotonic() value; None when the caller set no deadline
     margin_s: float = 0.2
+    field_prefix: str = ""  # Where the caller's request sits in its message ("request." on streams).
 
     @classmethod
-    def from_time_remaining(cls, request_id: str, remaining_s: float | None, margin_s: float) -> CallBudget:
+    def from_time_remaining(
+        cls, request_id: str, remaining_s: float | None, margin_s: float, field_prefix: str = ""
+    ) -> CallBudget:
         deadline = None if remaining_s is None else time.monotonic() + remaining_s
-        return cls(request_id=request_id, deadline=deadline, margin_s=margin_s)
+        return cls(request_id=request_id, deadline=deadline, margin_s=margin_s, field_prefix=field_prefix)
 
     def timeout(self, service: str, cap_s: float) -> float:
         """Seconds the next call to `service` may take: what is left of the caller's deadline."""
@@ -102,14 +107,21 @@ def rich_status(error: aio.AioRpcError) -> status_pb2.Status | None:
     return status if status.code == error.code().value[0] else None
 
 
-def map_downstream_error(service: str, error: aio.AioRpcError, request_id: str) -> AdGenError:
-    """The status our caller gets for a failed downstream call: never UNKNOWN, never internal text."""
+def map_downstream_error(
+    service: str, error: aio.AioRpcError, request_id: str, *, downstream_prefix: str = "", caller_prefix: str = ""
+) -> AdGenError:
+    """The status our caller gets for a failed downstream call: never UNKNOWN, never internal text.
+
+    Field violations are renamed from the downstream request's layout (`downstream_prefix`)
+    to the caller's (`caller_prefix`), so they name fields the caller sent.
+    """
     code = error.code()
     status = rich_status(error)
     info = _error_info(status)
     if code in _PASSED_THROUGH and status is not None and info is not None:
         info.metadata["service"] = service
         _replace_error_info(status, info)
+        _rename_violated_fields(status, downstream_prefix, caller_prefix)
         return DownstreamError(code, status, _reason_value(info.reason), service)
     downstream = {"service": service}
     if info is not None:
@@ -154,6 +166,15 @@ def _replace_error_info(status: status_pb2.Status, info: error_details_pb2.Error
             return
 
 
+def _rename_violated_fields(status: status_pb2.Status, downstream_prefix: str, caller_prefix: str) -> None:
+    for detail in status.details:
+        bad = error_details_pb2.BadRequest()
+        if detail.Unpack(bad):
+            for violation in bad.field_violations:
+                violation.field = caller_prefix + violation.field.removeprefix(downstream_prefix)
+            detail.Pack(bad)
+
+
 def _retry_after_s(status: status_pb2.Status | None) -> float | None:
     for detail in status.details if status is not None else ():
         retry = error_details_pb2.RetryInfo()
@@ -170,11 +191,13 @@ def _reason_value(reason: str) -> Reason:
 
 
 @contextmanager
-def _mapped_errors(service: str, budget: CallBudget) -> Iterator[None]:
+def _mapped_errors(service: str, budget: CallBudget, downstream_prefix: str = "") -> Iterator[None]:
     try:
         yield
     except aio.AioRpcError as error:
-        raise map_downstream_error(service, error, budget.request_id) from None
+        raise map_downstream_error(
+            service, error, budget.request_id, downstream_prefix=downstream_prefix, caller_prefix=budget.field_prefix
+        ) from None
 
 
 class CopywriterClient:
@@ -226,7 +249,7 @@ class DiffusionClient:
             timeout=budget.timeout(self.SERVICE, self._timeout_s),
             metadata=budget.metadata,
         )
-        with _mapped_errors(self.SERVICE, budget):
+        with _mapped_errors(self.SERVICE, budget, _STREAM_REQUEST_PREFIX):
             try:
                 async for event in call:
                     yield event
@@ -241,7 +264,7 @@ class DiffusionClient:
             timeout=budget.timeout(self.SERVICE, self._timeout_s),
             metadata=budget.metadata,
         )
-        with _mapped_errors(self.SERVICE, budget):
+        with _mapped_errors(self.SERVICE, budget, _STREAM_REQUEST_PREFIX):
             try:
                 async for event in call:
                     yield event

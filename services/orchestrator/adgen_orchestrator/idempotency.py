@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -47,7 +47,7 @@ class SharedJob(Generic[E]):
         """The last event of a job that finished well (what replays send); None otherwise."""
         return self._final if self._finished and self._error is None else None
 
-    async def follow(self) -> AsyncIterator[E]:
+    async def follow(self) -> AsyncGenerator[E]:
         """The job's events from the start while it runs; only the final event once it has finished."""
         self._followers += 1
         try:

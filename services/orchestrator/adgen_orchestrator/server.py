@@ -32,8 +32,13 @@ class OrchestratorServer(RunningServer):
 async def create_server(settings: OrchestratorSettings) -> OrchestratorServer:
     """Starts the AdService over gRPC on `settings.host:port` and, unless turned off, over
     HTTP (Connect, gRPC-Web) on `settings.http_port`, both calling one AdCore."""
-    copywriter_channel = create_aio_channel(settings.copywriter_target, settings.max_message_bytes)
-    diffusion_channel = create_aio_channel(settings.diffusion_target, settings.max_message_bytes)
+    # No retries on these hops: the SDK retries UNAVAILABLE at the edge, and the copywriter already retried its LLM.
+    copywriter_channel = create_aio_channel(
+        settings.copywriter_target, settings.max_message_bytes, retry_unavailable=False
+    )
+    diffusion_channel = create_aio_channel(
+        settings.diffusion_target, settings.max_message_bytes, retry_unavailable=False
+    )
     pipeline = AdPipeline(
         CopywriterClient(cw_grpc.CopywriterServiceStub(copywriter_channel), settings.copywriter_timeout_s),
         DiffusionClient(df_grpc.DiffusionServiceStub(diffusion_channel), settings.diffusion_timeout_s),

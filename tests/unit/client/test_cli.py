@@ -111,3 +111,8 @@ def test_progress_bar_shows_queue_position_and_eta_then_loading_then_steps() -> 
     assert _bar_after(queued) == "variant 1/1: queued, 2 ahead, about 30s"
     assert _bar_after(queued, loading) == "variant 1/1: loading z-image-turbo"
     assert _bar_after(queued, loading, denoising) == "variant 1/1: denoising"
+
+
+def test_a_seed_beyond_uint64_is_a_usage_error_not_a_traceback(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["create", "딸기", "--out", str(tmp_path), "--seed", str(2**64)])
+    assert result.exit_code == 2 and result.exception is not None and isinstance(result.exception, SystemExit)

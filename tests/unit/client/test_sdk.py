@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import grpc
@@ -13,7 +15,7 @@ from adgen.ad.v1 import ad_service_pb2 as ad_pb
 from adgen.ad.v1 import ad_service_pb2_grpc as ad_grpc
 from adgen.type.v1 import ad_pb2, image_pb2
 from adgen_client import AdGenClient, AdGenError, AsyncAdGenClient, FieldViolation
-from adgen_client.channel import grpc_options
+from adgen_client.channel import create_aio_channel, grpc_options
 from adgen_client.requests import create_ad_request, edit_ad_request
 from adgen_runtime import Context
 from tests.unit.client.conftest import FakeServer, image_of
@@ -139,20 +141,27 @@ class _ScriptedStatuses(ad_grpc.AdServiceServicer):
         return ad_pb.CreateAdResponse(model_id="flux2-klein-4b")
 
 
-async def _attempts_until_done(codes: list[grpc.StatusCode]) -> tuple[int, grpc.StatusCode]:
+@asynccontextmanager
+async def _scripted_server(codes: list[grpc.StatusCode]) -> AsyncIterator[tuple[_ScriptedStatuses, str]]:
     servicer = _ScriptedStatuses(codes)  # type: ignore[abstract]  # only CreateAd is called
     server = aio.server(options=grpc_options(server=True))
     ad_grpc.add_AdServiceServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:
-        async with AsyncAdGenClient(f"127.0.0.1:{port}", timeout=30) as client:
-            await client.create_ad("딸기")
-        return servicer.attempts, grpc.StatusCode.OK
-    except AdGenError as error:
-        return servicer.attempts, error.code
+        yield servicer, f"127.0.0.1:{port}"
     finally:
         await server.stop(None)
+
+
+async def _attempts_until_done(codes: list[grpc.StatusCode]) -> tuple[int, grpc.StatusCode]:
+    async with _scripted_server(codes) as (servicer, target):
+        try:
+            async with AsyncAdGenClient(target, timeout=30) as client:
+                await client.create_ad("딸기")
+            return servicer.attempts, grpc.StatusCode.OK
+        except AdGenError as error:
+            return servicer.attempts, error.code
 
 
 async def test_unavailable_is_retried_by_the_channel_until_it_succeeds() -> None:
@@ -162,6 +171,16 @@ async def test_unavailable_is_retried_by_the_channel_until_it_succeeds() -> None
 
 async def test_unavailable_gives_up_after_three_attempts() -> None:
     assert await _attempts_until_done([grpc.StatusCode.UNAVAILABLE] * 5) == (3, grpc.StatusCode.UNAVAILABLE)
+
+
+async def test_a_channel_for_internal_hops_does_not_retry_unavailable() -> None:
+    async with (
+        _scripted_server([grpc.StatusCode.UNAVAILABLE]) as (servicer, target),
+        create_aio_channel(target, retry_unavailable=False) as channel,
+    ):
+        with pytest.raises(aio.AioRpcError) as raised:
+            await ad_grpc.AdServiceStub(channel).CreateAd(ad_pb.CreateAdRequest(keyword="딸기"), timeout=30)
+    assert raised.value.code() == grpc.StatusCode.UNAVAILABLE and servicer.attempts == 1
 
 
 @pytest.mark.parametrize(

@@ -103,13 +103,14 @@ class FakeDiffusion(df_grpc.DiffusionServiceServicer):
     hang: bool = False
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
     calls: list[RecordedCall] = field(default_factory=list)
+    models: list[df_pb.Model] = field(default_factory=lambda: list(MODELS))
 
     def reset(self) -> None:
-        self.failure, self.hang, self.calls = None, False, []
+        self.failure, self.hang, self.calls, self.models = None, False, [], list(MODELS)
         self.cancelled = asyncio.Event()
 
     async def ListModels(self, request: df_pb.ListModelsRequest, context: Context) -> df_pb.ListModelsResponse:
-        return df_pb.ListModelsResponse(models=MODELS)
+        return df_pb.ListModelsResponse(models=self.models)
 
     async def StreamGenerate(
         self, request: df_pb.StreamGenerateRequest, context: Context
@@ -121,7 +122,7 @@ class FakeDiffusion(df_grpc.DiffusionServiceServicer):
         image = image_pb2.Image(data=png(job.width, job.height), format=image_pb2.IMAGE_FORMAT_PNG)
         result = df_pb.GenerateResponse(
             images=[df_pb.GeneratedImage(image=image, seed=job.seed)],
-            info=df_pb.GenerationInfo(model_id=job.model_id, num_inference_steps=FAKE_STEPS),
+            info=df_pb.GenerationInfo(model_id=job.model_id, num_inference_steps=job.num_inference_steps or FAKE_STEPS),
         )
         yield df_pb.StreamGenerateResponse(result=result)
 

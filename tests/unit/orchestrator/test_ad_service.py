@@ -56,6 +56,25 @@ def _fields(status: status_pb2.Status) -> list[str]:
     return [violation.field for violation in bad.field_violations]
 
 
+async def test_create_ad_reports_the_steps_the_diffusion_service_ran(
+    fake_stack: FakeStack, ad_stub: ad_grpc.AdServiceAsyncStub
+) -> None:
+    # The fake registry gives z-image-turbo no default steps; only the diffusion service knows what it ran.
+    request = ad_pb.CreateAdRequest(keyword=KEYWORD, model_id="z-image-turbo", width=64, height=64)
+    response = await ad_stub.CreateAd(request)
+    assert response.num_inference_steps == FAKE_STEPS
+
+
+async def test_a_model_added_to_the_diffusion_registry_later_is_found(
+    fake_stack: FakeStack, ad_stub: ad_grpc.AdServiceAsyncStub
+) -> None:
+    await ad_stub.CreateAd(ad_pb.CreateAdRequest(keyword=KEYWORD, width=64, height=64))  # The catalog is now kept.
+    added = df_pb.Model(id="flux2-klein-9b", tasks=[df_pb.MODEL_TASK_TEXT_TO_IMAGE], size_multiple=16, min_side=32)
+    fake_stack.diffusion.models.append(added)
+    response = await ad_stub.CreateAd(ad_pb.CreateAdRequest(keyword=KEYWORD, model_id=added.id, width=64, height=64))
+    assert response.model_id == added.id
+
+
 async def test_create_ad_delivers_each_variant_at_the_exact_requested_size(
     fake_stack: FakeStack, ad_stub: ad_grpc.AdServiceAsyncStub
 ) -> None:
@@ -231,6 +250,27 @@ async def test_downstream_invalid_argument_passes_through_with_its_details(
     info = _error_info(status)
     assert info.reason == "INVALID_ARGUMENT" and info.metadata["service"] == "copywriter"
     assert _fields(status) == ["keyword"]
+
+
+async def test_downstream_field_violations_name_the_fields_the_caller_sent(
+    fake_stack: FakeStack, ad_stub: ad_grpc.AdServiceAsyncStub
+) -> None:
+    fake_stack.diffusion.failure = invalid_fields(
+        [FieldViolation("request.num_inference_steps", "must be between 1 and 100")], _R.ERROR_REASON_INVALID_ARGUMENT
+    )
+    request = ad_pb.CreateAdRequest(keyword=KEYWORD, width=64, height=64, num_inference_steps=500)
+    unary = ad_stub.CreateAd(request)
+    with pytest.raises(aio.AioRpcError):
+        await unary
+    assert _fields(await _status_of(unary)) == ["num_inference_steps"]
+    fake_stack.copywriter.failure = invalid_fields(
+        [FieldViolation("keyword", "must be at most 100 graphemes")], _R.ERROR_REASON_INVALID_ARGUMENT
+    )
+    stream = ad_stub.StreamCreateAd(ad_pb.StreamCreateAdRequest(request=request))
+    with pytest.raises(aio.AioRpcError):
+        async for _ in stream:
+            pass
+    assert _fields(await _status_of(stream)) == ["request.keyword"]
 
 
 async def test_diffusion_queue_full_keeps_its_retry_info(

@@ -51,6 +51,21 @@ def test_invalid_argument_keeps_reason_and_field_violations_and_names_the_servic
     assert mapped.to_status().details == sent.message
 
 
+def test_field_violations_are_renamed_from_the_downstream_request_to_the_callers() -> None:
+    sent = invalid_fields([FieldViolation("request.num_inference_steps", "too many")], _R.ERROR_REASON_INVALID_ARGUMENT)
+    error = _aio_error(grpc.StatusCode.INVALID_ARGUMENT, sent.message, sent)
+    renamed = {
+        caller: map_downstream_error("diffusion", error, "r", downstream_prefix="request.", caller_prefix=caller)
+        for caller in ("", "request.")
+    }
+    fields = {}
+    for caller, mapped in renamed.items():
+        bad = error_details_pb2.BadRequest()
+        assert any(detail.Unpack(bad) for detail in _details_of(mapped))
+        fields[caller] = [violation.field for violation in bad.field_violations]
+    assert fields == {"": ["num_inference_steps"], "request.": ["request.num_inference_steps"]}
+
+
 def test_resource_exhausted_keeps_retry_info() -> None:
     sent = ResourceExhausted(_R.ERROR_REASON_QUEUE_FULL, "queue full", retry_after_s=1.5)
     mapped = map_downstream_error("diffusion", _aio_error(grpc.StatusCode.RESOURCE_EXHAUSTED, "queue full", sent), "r")
