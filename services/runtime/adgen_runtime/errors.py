@@ -8,7 +8,7 @@ from typing import TypeAlias
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
+from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from adgen.type.v1 import error_reason_pb2
@@ -86,7 +86,8 @@ class AdGenError(Exception):
             wrapper = any_pb2.Any()
             wrapper.Pack(detail)
             packed.append(wrapper)
-        status = status_pb2.Status(code=_CODE_NUMBERS[self.code], message=self.message, details=packed)
+        code_number: int = self.code.value[0]  # StatusCode values are (number, name) pairs.
+        status = status_pb2.Status(code=code_number, message=self.message, details=packed)
         converted: grpc.Status = rpc_status.to_status(status)
         return converted
 
@@ -140,17 +141,3 @@ def internal_error(request_id: str) -> Internal:
         f"Internal error; quote request id {request_id} when reporting it.",
         metadata={"request_id": request_id},
     )
-
-
-_CODE_NUMBERS: dict[grpc.StatusCode, int] = {
-    grpc.StatusCode.INVALID_ARGUMENT: code_pb2.INVALID_ARGUMENT,
-    grpc.StatusCode.NOT_FOUND: code_pb2.NOT_FOUND,
-    grpc.StatusCode.FAILED_PRECONDITION: code_pb2.FAILED_PRECONDITION,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: code_pb2.RESOURCE_EXHAUSTED,
-    grpc.StatusCode.UNAVAILABLE: code_pb2.UNAVAILABLE,
-    grpc.StatusCode.DEADLINE_EXCEEDED: code_pb2.DEADLINE_EXCEEDED,
-    grpc.StatusCode.CANCELLED: code_pb2.CANCELLED,
-    grpc.StatusCode.INTERNAL: code_pb2.INTERNAL,
-    grpc.StatusCode.ABORTED: code_pb2.ABORTED,
-    grpc.StatusCode.UNIMPLEMENTED: code_pb2.UNIMPLEMENTED,
-}

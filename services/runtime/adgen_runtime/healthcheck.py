@@ -10,10 +10,12 @@ import argparse
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from adgen_client.channel import create_channel
+
 
 def is_serving(target: str, service: str, timeout_s: float) -> bool:
     """Whether `service` ("" = the process) at `target` answers SERVING within the timeout."""
-    with grpc.insecure_channel(target) as channel:
+    with create_channel(target) as channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=service), timeout=timeout_s

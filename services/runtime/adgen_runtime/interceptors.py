@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -17,7 +16,7 @@ from grpc_interceptor.exception_to_status import AsyncExceptionToStatusIntercept
 from adgen_client.channel import REQUEST_ID_METADATA_KEY
 from adgen_runtime import Context
 from adgen_runtime.errors import AdGenError, internal_error
-from adgen_runtime.logs import current_request_id, request_id_var
+from adgen_runtime.logs import current_request_id, request_id_from, request_id_var
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -34,18 +33,28 @@ class RequestContextInterceptor(AsyncServerInterceptor):
         self, method: Callable[..., Any], request_or_iterator: Any, context: Context, method_name: str
     ) -> Any:
         incoming = dict(context.invocation_metadata() or ())
-        request_id = str(incoming.get(REQUEST_ID_METADATA_KEY) or uuid.uuid4().hex)
+        caller_id = incoming.get(REQUEST_ID_METADATA_KEY)
+        request_id = request_id_from(caller_id if isinstance(caller_id, str) else None)
         request_id_var.set(request_id)
         context.set_trailing_metadata(((REQUEST_ID_METADATA_KEY, request_id),))
         _LOGGER.info("call %s", method_name)
         started = time.perf_counter()
         response_or_iterator = method(request_or_iterator, context)
         if hasattr(response_or_iterator, "__aiter__"):
-            return response_or_iterator
+            return _logged_stream(response_or_iterator, method_name, started)
         try:
             return await response_or_iterator
         finally:
             _LOGGER.info("done %s in %.3fs", method_name, time.perf_counter() - started)
+
+
+async def _logged_stream(responses: AsyncIterator[Any], method_name: str, started: float) -> AsyncIterator[Any]:
+    """Passes a server stream through, logging when it ends (streams are the long calls)."""
+    try:
+        async for response in responses:
+            yield response
+    finally:
+        _LOGGER.info("done %s in %.3fs", method_name, time.perf_counter() - started)
 
 
 class ErrorInterceptor(AsyncExceptionToStatusInterceptor):

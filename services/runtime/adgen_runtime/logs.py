@@ -4,8 +4,18 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import re
+import uuid
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+_CALLER_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def request_id_from(caller_value: str | None) -> str:
+    """The caller's request id when it is a short token, else a new one (it lands in every log line)."""
+    if caller_value and _CALLER_REQUEST_ID.fullmatch(caller_value):
+        return caller_value
+    return uuid.uuid4().hex
 
 
 def current_request_id() -> str:

@@ -8,6 +8,7 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -15,12 +16,15 @@ from grpc_reflection.v1alpha import reflection
 
 from adgen_client.channel import grpc_options
 from adgen_runtime.interceptors import server_interceptors
+from adgen_runtime.logs import configure_logging
 from adgen_runtime.settings import ServerSettings
 
 _LOGGER = logging.getLogger(__name__)
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+_Settings = TypeVar("_Settings", bound=ServerSettings)
 
 
 @dataclass(frozen=True)
@@ -56,23 +60,29 @@ class RunningServer:
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace_s)
         for hook in self.on_shutdown:
-            await hook()
+            try:
+                await hook()
+            except Exception:
+                # One failing hook must not leave the later ones' resources open.
+                _LOGGER.exception("shutdown hook %s failed", getattr(hook, "__qualname__", hook))
 
 
 async def start_server(settings: ServerSettings, bindings: Sequence[ServiceBinding]) -> RunningServer:
     """Builds, binds and starts an aio server with the shared interceptors, health and reflection."""
-    server = aio.server(
-        interceptors=server_interceptors(), options=grpc_options(settings.max_message_bytes, server=True)
-    )
+    # gRPC sets SO_REUSEPORT by default, so a second server on a taken port would silently share it.
+    options = [*grpc_options(settings.max_message_bytes, server=True), ("grpc.so_reuseport", 0)]
+    server = aio.server(interceptors=server_interceptors(), options=options)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for binding in bindings:
         binding.register(server)
     names = tuple(b.name for b in bindings)
     reflection.enable_server_reflection((*names, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
-    if port == 0:
-        raise OSError(f"could not bind {settings.host}:{settings.port}")
+    address = f"{settings.host}:{settings.port}"
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError as error:
+        raise OSError(f"could not bind {address}; is another server listening there?") from error
     await server.start()
     running = RunningServer(server=server, port=port, health=health_servicer, service_names=names)
     await health_servicer.set("", SERVING)
@@ -92,3 +102,14 @@ async def serve_until_signal(running: RunningServer, grace_s: float) -> None:
     _LOGGER.info("shutting down: draining for up to %.0fs", grace_s)
     await running.stop(grace_s)
     _LOGGER.info("stopped")
+
+
+def run_service(settings: _Settings, create_server: Callable[[_Settings], Awaitable[RunningServer]]) -> None:
+    """A service's console entry point: logging, start, serve until SIGTERM or SIGINT, drain."""
+    configure_logging(settings.log_level)
+
+    async def serve() -> None:
+        running = await create_server(settings)
+        await serve_until_signal(running, settings.shutdown_grace_s)
+
+    asyncio.run(serve())

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings
 
 from adgen_client.channel import DEFAULT_MAX_MESSAGE_BYTES
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 class ServerSettings(BaseSettings):
@@ -20,3 +22,12 @@ class ServerSettings(BaseSettings):
         30.0, ge=0, description="On SIGTERM, how long running calls may finish before they are cancelled."
     )
     log_level: str = Field("INFO", description="Python logging level.")
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_log_level(cls, value: str) -> str:
+        # Checked here so a typo fails as a settings error naming the variable, not in logging at start.
+        level = value.strip().upper()
+        if level not in LOG_LEVELS:
+            raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
+        return level

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 
 import grpc
@@ -18,10 +20,36 @@ from adgen.type.v1 import error_reason_pb2
 from adgen_client.channel import create_aio_channel
 from adgen_runtime import Context
 from adgen_runtime.errors import FieldViolation, ResourceExhausted, invalid_fields
+from adgen_runtime.healthcheck import is_serving
 from adgen_runtime.server import RunningServer, ServiceBinding, start_server
 from adgen_runtime.settings import ServerSettings
 
 SERVICE = "adgen.copywriter.v1.CopywriterService"
+STREAM_METHOD = "/test.Streams/Count"
+
+
+async def _count_then_fail(request: bytes, context: Context) -> AsyncIterator[bytes]:
+    """A server stream that sends two messages, then fails as the request asks."""
+    yield b"1"
+    yield b"2"
+    if request == b"busy":
+        raise ResourceExhausted(error_reason_pb2.ERROR_REASON_QUEUE_FULL, "queue full", retry_after_s=1.0)
+    if request == b"bug":
+        raise RuntimeError("secret internal detail /etc/passwd")
+
+
+def _raw(message: bytes) -> bytes:
+    return message
+
+
+def _stream_call(channel: aio.Channel) -> aio.UnaryStreamMultiCallable[bytes, bytes]:
+    return channel.unary_stream(STREAM_METHOD, request_serializer=_raw, response_deserializer=_raw)
+
+
+def _register(server: aio.Server) -> None:
+    pb_grpc.add_CopywriterServiceServicer_to_server(_ScriptedCopywriter(), server)
+    handler: grpc.RpcMethodHandler[bytes, bytes] = grpc.unary_stream_rpc_method_handler(_count_then_fail)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.Streams", {"Count": handler}),))
 
 
 class _ScriptedCopywriter(pb_grpc.CopywriterServiceServicer):
@@ -49,7 +77,7 @@ async def running() -> AsyncIterator[RunningServer]:
     settings = ServerSettings(port=0)
     server = await start_server(
         settings,
-        [ServiceBinding(SERVICE, lambda s: pb_grpc.add_CopywriterServiceServicer_to_server(_ScriptedCopywriter(), s))],
+        [ServiceBinding(SERVICE, _register)],
     )
     yield server
     await server.stop(None)
@@ -142,3 +170,58 @@ async def test_reflection_lists_the_service(running: RunningServer) -> None:
             for s in reply.list_services_response.service
         ]
     assert SERVICE in names and "grpc.health.v1.Health" in names
+
+
+async def test_a_failing_server_stream_ends_with_the_rich_status_after_its_messages(running: RunningServer) -> None:
+    async with create_aio_channel(f"127.0.0.1:{running.port}") as channel:
+        call = _stream_call(channel)(b"busy")
+        received = []
+        with pytest.raises(aio.AioRpcError) as raised:
+            async for message in call:
+                received.append(message)
+        status = await rpc_status.aio.from_call(call)
+    assert received == [b"1", b"2"] and raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert status is not None
+    info = error_details_pb2.ErrorInfo()
+    assert status.details[0].Unpack(info) and info.reason == "QUEUE_FULL"
+
+
+async def test_an_unexpected_stream_failure_is_internal_and_logs_when_the_stream_ends(
+    running: RunningServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with create_aio_channel(f"127.0.0.1:{running.port}") as channel:
+        with caplog.at_level(logging.INFO, logger="adgen_runtime.interceptors"):
+            call = _stream_call(channel)(b"bug", metadata=(("x-request-id", "stream-7"),))
+            with pytest.raises(aio.AioRpcError) as raised:
+                async for _ in call:
+                    pass
+    assert raised.value.code() == grpc.StatusCode.INTERNAL
+    assert "passwd" not in (raised.value.details() or "") and "stream-7" in (raised.value.details() or "")
+    assert any(r.getMessage().startswith(f"done {STREAM_METHOD}") for r in caplog.records)
+
+
+@pytest.mark.parametrize("caller_id", ["x" * 129, "two words", "id;drop"])
+async def test_a_request_id_that_is_not_a_short_token_is_replaced_by_a_fresh_one(
+    running: RunningServer, caller_id: str
+) -> None:
+    async with create_aio_channel(f"127.0.0.1:{running.port}") as channel:
+        call = pb_grpc.CopywriterServiceStub(channel).GenerateCopy(
+            pb.GenerateCopyRequest(keyword="ok"), metadata=(("x-request-id", caller_id),)
+        )
+        await call
+        answered = dict(await call.trailing_metadata())["x-request-id"]
+    assert answered != caller_id and len(answered) == 32
+
+
+async def test_container_health_probe_follows_readiness(running: RunningServer) -> None:
+    target = f"127.0.0.1:{running.port}"
+    # The probe is a blocking client: it runs in a thread while this loop serves it.
+    assert await asyncio.to_thread(is_serving, target, SERVICE, 3.0)
+    await running.set_ready(SERVICE, False)
+    assert not await asyncio.to_thread(is_serving, target, SERVICE, 3.0)
+    assert not await asyncio.to_thread(is_serving, target, "no.such.Service", 3.0)
+
+
+async def test_a_second_server_on_a_taken_port_fails_instead_of_sharing_it(running: RunningServer) -> None:
+    with pytest.raises(OSError, match="could not bind"):
+        await start_server(ServerSettings(port=running.port), [])
