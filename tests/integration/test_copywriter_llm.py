@@ -134,6 +134,25 @@ async def test_invalid_json_then_repaired(fake: FakeOpenAI, engine: CopyEngine) 
     assert repair.body["messages"][-2] == {"role": "assistant", "content": "Sure! Here is your ad: {caption: 딸기"}
 
 
+async def test_reply_without_choices_is_retried_then_bad_output(fake: FakeOpenAI, engine: CopyEngine) -> None:
+    empty = completion(None)
+    assert isinstance(empty.body, dict)
+    empty.body["choices"] = []
+    fake.script(empty, empty)
+    with pytest.raises(LlmBadOutputError):
+        await engine.generate_copy(BRIEF)
+    assert len(fake.received) == 2
+
+
+async def test_null_token_counts_from_a_compatible_server_count_as_zero(fake: FakeOpenAI, engine: CopyEngine) -> None:
+    reply = completion(copy_json())
+    assert isinstance(reply.body, dict)
+    reply.body["usage"] = {"prompt_tokens": None, "completion_tokens": None, "total_tokens": None}
+    fake.script(reply)
+    draft = await engine.generate_copy(BRIEF)
+    assert (draft.provenance.prompt_tokens, draft.provenance.completion_tokens) == (0, 0)
+
+
 async def test_json_with_missing_fields_counts_as_invalid(fake: FakeOpenAI, engine: CopyEngine) -> None:
     fake.script(completion(json.dumps({"caption": "딸기"})), completion(json.dumps({"caption": "딸기"})))
     with pytest.raises(LlmBadOutputError):

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import enum
+from typing import Any
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from adgen_runtime.settings import ServerSettings
@@ -61,6 +62,12 @@ class CopywriterSettings(ServerSettings):
     llm_unavailable_retry_after_s: float = Field(
         5.0, ge=0, description="RetryInfo sent with LLM_UNAVAILABLE when the endpoint gave no Retry-After."
     )
+
+    @field_validator("llm_base_url", "llm_api_key", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        # Compose's `${OPENAI_BASE_URL:-}` passes "" when unset; "" would become the SDK's base URL.
+        return None if isinstance(value, str) and not value.strip() else value
 
     @model_validator(mode="after")
     def _llm_backend_needs_an_endpoint(self) -> CopywriterSettings:

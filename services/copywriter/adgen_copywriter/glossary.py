@@ -242,17 +242,23 @@ def _segment(word: str) -> list[Term]:
 
 
 def _segment_fully(word: str) -> list[Term] | None:
+    """The word as glossary terms end to end (longest term first at each point), or None.
+
+    Solved from the end backwards so each position is tried once: plain backtracking is
+    exponential on runs such as "청포도청포도…" (청+포도 or 청포도) followed by an unknown syllable.
+    """
     if not word:
         return None
-    for key in _LONGEST_FIRST:
-        if word.startswith(key):
-            rest = word[len(key) :]
-            if not rest:
-                return [GLOSSARY[key]]
-            tail = _segment_fully(rest)
+    # tails[i]: terms covering word[i:], or None when none do; tails[len(word)] is the empty end.
+    tails: list[tuple[Term, ...] | None] = [None] * len(word) + [()]
+    for start in range(len(word) - 1, -1, -1):
+        for key in _LONGEST_FIRST:
+            tail = tails[start + len(key)] if word.startswith(key, start) else None
             if tail is not None:
-                return [GLOSSARY[key], *tail]
-    return None
+                tails[start] = (GLOSSARY[key], *tail)
+                break
+    whole = tails[0]
+    return list(whole) if whole is not None else None
 
 
 def _strip_particle(word: str) -> str:

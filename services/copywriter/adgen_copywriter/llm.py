@@ -195,8 +195,9 @@ class _Usage:
         # The endpoint names the exact snapshot it ran (e.g. gpt-4o-mini-2024-07-18).
         self.model = completion.model or self.model
         if completion.usage is not None:
-            self.prompt_tokens += completion.usage.prompt_tokens
-            self.completion_tokens += completion.usage.completion_tokens
+            # The SDK does not validate replies; some compatible servers send null counts.
+            self.prompt_tokens += completion.usage.prompt_tokens or 0
+            self.completion_tokens += completion.usage.completion_tokens or 0
 
 
 class LlmBackend:
@@ -290,6 +291,10 @@ class LlmBackend:
         for attempt in range(2):
             completion = await self._complete(messages, name, schema)
             usage.add(completion)
+            if not completion.choices:
+                # Some OpenAI-compatible servers answer 200 with no choice when generation fails.
+                _LOGGER.info("LLM reply had no choices on attempt %d", attempt + 1)
+                continue
             choice = completion.choices[0]
             if choice.message.refusal or choice.finish_reason == "content_filter":
                 _LOGGER.info("LLM refused the request")

@@ -69,14 +69,16 @@ def truncate_graphemes(text: str, limit: int) -> str:
     return head.rstrip(" ,.·") + ELLIPSIS
 
 
+_SENTENCE_OR_LINE_END = regex.compile(r"(?<=[.!?。~…])\s+|\n+")
+
+
 def truncate_at_sentence(text: str, limit: int) -> str:
-    """Keeps whole sentences or lines up to `limit` graphemes; falls back to a word cut."""
+    """Keeps whole sentences or lines up to `limit` graphemes, line breaks intact; falls back to a word cut."""
     if grapheme_count(text) <= limit:
         return text
-    pieces = regex.split(r"(?<=[.!?。~…])\s+|\n+", text)
     kept = ""
-    for piece in pieces:
-        candidate = f"{kept} {piece}".strip() if kept else piece
+    for boundary in _SENTENCE_OR_LINE_END.finditer(text):
+        candidate = text[: boundary.start()].rstrip()
         if grapheme_count(candidate) > limit:
             break
         kept = candidate
@@ -236,21 +238,25 @@ def fit_prompt(prompt: str, budget_tokens: int) -> str:
     if estimate_tokens(prompt) <= budget_tokens:
         return prompt
     sentences = regex.split(r"(?<=[.!?;])\s+", prompt.strip())
-    kept = sentences[0]
-    if estimate_tokens(kept) > budget_tokens:
-        return _cut_words(kept, budget_tokens)
-    for sentence in sentences[1:]:
-        if estimate_tokens(f"{kept} {sentence}") > budget_tokens:
-            break
-        kept = f"{kept} {sentence}"
-    return kept
+    if estimate_tokens(sentences[0]) > budget_tokens:
+        return _cut_words(sentences[0], budget_tokens)
+    return " ".join(_longest_prefix(sentences, budget_tokens))
 
 
 def _cut_words(text: str, budget_tokens: int) -> str:
-    words = text.split()
-    while words and estimate_tokens(" ".join(words) + ".") > budget_tokens:
-        words.pop()
+    words = _longest_prefix(text.split(), budget_tokens - estimate_tokens("."))
     return " ".join(words).rstrip(",;:") + "."
+
+
+def _longest_prefix(pieces: list[str], budget_tokens: int) -> list[str]:
+    """The leading pieces that fit; estimates add up across spaces, so each piece is counted once."""
+    kept: list[str] = []
+    for piece in pieces:
+        budget_tokens -= estimate_tokens(piece)
+        if budget_tokens < 0:
+            break
+        kept.append(piece)
+    return kept
 
 
 _NEGATION = regex.compile(r"\b(no|not|without|avoid|never|don't|do not|nothing|none)\b", regex.IGNORECASE)

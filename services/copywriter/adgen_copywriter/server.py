@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from adgen.copywriter.v1 import copywriter_service_pb2_grpc as pb_grpc
@@ -11,8 +10,7 @@ from adgen_copywriter.domain import CopyBackend
 from adgen_copywriter.engine import CopyEngine
 from adgen_copywriter.servicer import SERVICE_NAME, CopywriterServicer
 from adgen_copywriter.template import TemplateBackend
-from adgen_runtime.logs import configure_logging
-from adgen_runtime.server import RunningServer, ServiceBinding, serve_until_signal, start_server
+from adgen_runtime.server import RunningServer, ServiceBinding, run_service, start_server
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -52,28 +50,21 @@ async def create_server(settings: CopywriterSettings, backend: CopyBackend | Non
     """Starts the copywriter on `settings.host:settings.port`; `backend` overrides the configured one."""
     engine = CopyEngine(backend if backend is not None else build_backend(settings))
     servicer = CopywriterServicer(engine)
-    running = await start_server(
-        settings,
-        [
-            ServiceBinding(
-                SERVICE_NAME, lambda server: pb_grpc.add_CopywriterServiceServicer_to_server(servicer, server)
-            )
-        ],
+    binding = ServiceBinding(
+        SERVICE_NAME, lambda server: pb_grpc.add_CopywriterServiceServicer_to_server(servicer, server)
     )
+    try:
+        running = await start_server(settings, [binding])
+    except BaseException:
+        await engine.aclose()  # The LLM client's connection pool would outlive a server that never started.
+        raise
     running.on_shutdown.append(engine.aclose)
     return running
 
 
-async def _serve(settings: CopywriterSettings) -> None:
-    running = await create_server(settings)
-    await serve_until_signal(running, settings.shutdown_grace_s)
-
-
 def main() -> None:
     """Console entry point: `adgen-copywriter`, configured from the environment."""
-    settings = CopywriterSettings()
-    configure_logging(settings.log_level)
-    asyncio.run(_serve(settings))
+    run_service(CopywriterSettings(), create_server)
 
 
 if __name__ == "__main__":

@@ -72,3 +72,13 @@ def test_llm_backend_without_endpoint_or_key_fails_at_start(monkeypatch: pytest.
 def test_temperature_null_omits_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ADGEN_COPYWRITER_LLM_TEMPERATURE", "null")
     assert CopywriterSettings().llm_temperature is None
+
+
+def test_blank_endpoint_and_key_count_as_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    # docker-compose passes `${OPENAI_BASE_URL:-}` as "" when the operator sets only a key.
+    monkeypatch.setenv("OPENAI_BASE_URL", "")
+    monkeypatch.setenv("OPENAI_API_KEY", " ")
+    assert CopywriterSettings().uses_llm() is False
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-x")
+    settings = CopywriterSettings()
+    assert settings.llm_base_url is None and settings.uses_llm()

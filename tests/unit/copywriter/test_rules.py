@@ -25,6 +25,7 @@ from adgen_copywriter.rules import (
     limit_emoji,
     normalize_hashtags,
     strip_banned_terms,
+    truncate_at_sentence,
     truncate_graphemes,
 )
 from adgen_copywriter.target_models import FLUX2_KLEIN, QWEN_IMAGE_EDIT, Z_IMAGE, profile_for
@@ -61,6 +62,13 @@ def test_truncation_never_splits_an_emoji_sequence() -> None:
     assert grapheme_count(cut) <= 15
     assert cut.endswith("…")
     assert "\u200d…" not in cut and cut.count("\u200d") % 3 == 0
+
+
+def test_a_caption_cut_to_its_budget_keeps_its_paragraph_breaks() -> None:
+    caption = "딸기 주스가 나왔어요!\n\n시원하게 즐겨 보세요. 오늘만 만나요.\n\n내일도 들러 주세요."
+    cut = truncate_at_sentence(caption, 30)
+    assert cut == "딸기 주스가 나왔어요!\n\n시원하게 즐겨 보세요."
+    assert grapheme_count(cut) <= 30
 
 
 def test_emoji_are_capped_by_level_keeping_the_first_ones() -> None:

@@ -15,7 +15,7 @@ from adgen_copywriter.domain import (
     Placement,
     Tone,
 )
-from adgen_copywriter.glossary import understand
+from adgen_copywriter.glossary import covers, understand
 from adgen_copywriter.rules import emoji_count, estimate_tokens, finalize_copy, grapheme_count
 from adgen_copywriter.target_models import FLUX2_KLEIN
 from adgen_copywriter.template import TEMPLATE_MODEL, TemplateBackend, josa, write_edit_instruction_text
@@ -161,6 +161,14 @@ async def test_banned_words_in_the_keyword_never_reach_the_copy(backend: Templat
 def test_glossary_reads_compounds_particles_and_emoji() -> None:
     understood = understand("딸기라떼를 🍰")
     assert [t.english for t in understood.terms] == ["strawberry", "latte", "cake"]
+
+
+def test_glossary_reads_a_long_run_of_overlapping_terms_without_backtracking_blowup() -> None:
+    # 청포도 is both one term and 청+포도; with an unknown syllable at the end, backtracking tried
+    # 2^n splits (18 repeats took seconds, a 500-grapheme edit request would never finish).
+    assert not covers("청포도" * 160 + "쀍")
+    assert covers("청포도" * 160)
+    assert write_edit_instruction_text("청포도" * 160 + "쀍를 빼줘").startswith("Edit the photo as the merchant asks")
 
 
 @pytest.mark.parametrize(
