@@ -16,7 +16,7 @@ STAMP := $(VENV)/.installed
 
 SYSTEM_FONT := Noto Sans CJK KR
 
-.PHONY: help system-deps install readme protos check-protos lint buf test test-fast tiny-models demo serve clean
+.PHONY: help system-deps install readme protos check-protos lint buf test test-fast tiny-models demo clean
 
 help: ## List the targets.
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'

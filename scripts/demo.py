@@ -23,6 +23,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
 
+from adgen_client.channel import create_channel
+
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 BIN = Path(sys.executable).parent
@@ -41,7 +43,7 @@ def free_port() -> int:
 def wait_until_serving(name: str, target: str, service: str, process: subprocess.Popen[bytes], log: Path) -> None:
     """Blocks until the service reports SERVING; fails fast if its process dies first."""
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    with grpc.insecure_channel(target) as channel:
+    with create_channel(target) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             if process.poll() is not None:

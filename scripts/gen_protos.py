@@ -27,36 +27,32 @@ CONNECT_PROTOS = ("adgen/ad/v1/ad_service.proto",)
 CONNECT_OPTIONS = "protobuf=google,io=async"
 
 
-def generate(out_dir: Path) -> None:
-    """Runs protoc with the message, gRPC and typing plugins into ``out_dir``."""
-    protos = sorted(str(p.relative_to(PROTO_ROOT)) for p in PROTO_ROOT.rglob("*.proto"))
+def _protoc(plugin_args: list[str], protos: list[str]) -> None:
+    """One protoc run over ``protos`` with the repository's and the well-known imports."""
     well_known = str(resources.files("grpc_tools") / "_proto")
+    if protoc.main(["grpc_tools.protoc", f"-I{PROTO_ROOT}", f"-I{well_known}", *plugin_args, *protos]) != 0:
+        raise SystemExit(f"protoc failed: {' '.join(plugin_args)}")
+
+
+def generate(out_dir: Path) -> None:
+    """Runs protoc with the message, gRPC, typing and Connect plugins into ``out_dir``."""
+    protos = sorted(str(p.relative_to(PROTO_ROOT)) for p in PROTO_ROOT.rglob("*.proto"))
     bin_dir = Path(sys.executable).parent
-    args = [
-        "grpc_tools.protoc",
-        f"-I{PROTO_ROOT}",
-        f"-I{well_known}",
+    messages_and_grpc = [
         f"--plugin=protoc-gen-mypy={bin_dir / 'protoc-gen-mypy'}",
         f"--plugin=protoc-gen-mypy_grpc={bin_dir / 'protoc-gen-mypy_grpc'}",
         f"--python_out={out_dir}",
         f"--grpc_python_out={out_dir}",
         f"--mypy_out={out_dir}",
         f"--mypy_grpc_out={out_dir}",
-        *protos,
     ]
-    if protoc.main(args) != 0:
-        raise SystemExit("protoc failed")
-    connect_args = [
-        "grpc_tools.protoc",
-        f"-I{PROTO_ROOT}",
-        f"-I{well_known}",
+    _protoc(messages_and_grpc, protos)
+    connect = [
         f"--plugin=protoc-gen-connectrpc={bin_dir / 'protoc-gen-connectrpc'}",
         f"--connectrpc_out={out_dir}",
         f"--connectrpc_opt={CONNECT_OPTIONS}",
-        *CONNECT_PROTOS,
     ]
-    if protoc.main(connect_args) != 0:
-        raise SystemExit("protoc (connectrpc) failed")
+    _protoc(connect, list(CONNECT_PROTOS))
     for package in {out_dir / Path(p).parent for p in protos} | {out_dir / "adgen"}:
         for directory in [package, *package.parents]:
             if directory == out_dir or not directory.is_relative_to(out_dir):

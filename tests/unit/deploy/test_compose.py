@@ -69,6 +69,12 @@ def test_only_the_public_ad_service_and_the_web_page_are_published_beyond_loopba
             assert public or mapping.startswith("127.0.0.1:"), f"{name} publishes {mapping}"
 
 
+def test_orchestrator_publishes_its_http_edge_on_the_port_it_listens_on(compose: dict[str, Any]) -> None:
+    assert "8080:8080" in compose["services"]["orchestrator"]["ports"]
+    orchestrator_stage = dockerfile_stages()["orchestrator"]
+    assert "ADGEN_ORCHESTRATOR_HTTP_PORT=8080" in orchestrator_stage and "8080" in orchestrator_stage.split("EXPOSE")[1]
+
+
 def test_web_page_talks_to_the_orchestrator_and_probes_streamlit_health(compose: dict[str, Any]) -> None:
     web = compose["services"]["web"]
     assert web["environment"]["ADGEN_WEB_TARGET"] == "orchestrator:50051"

@@ -110,7 +110,9 @@ class GenerateCopyRequest(_message.Message):
     variant_count: _builtins.int
     """Number of distinct image prompts to write (composition variants), 1 to 4. 0 means 1."""
     request_id: _builtins.str
-    """Caller-chosen id for logs and tracing."""
+    """Caller-chosen id, informational only: the service tags its logs and answers in trailing metadata
+    the call's `x-request-id` metadata (a token of at most 128 of [A-Za-z0-9._:-]), so send it there too.
+    """
     @_builtins.property
     def facts(self) -> _ad_pb2.MerchantFacts:
         """Facts the merchant vouches for; the only prices, origins and promotions the copy may use."""
@@ -160,7 +162,9 @@ class GenerateCopyResponse(_message.Message):
     """Korean alt text describing the image for screen readers."""
     @_builtins.property
     def image_prompts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """English image prompts, one per requested variant, each differing in composition."""
+        """English image prompts, one per requested variant, each differing in composition; fewer only
+        when the copy rules dropped a duplicate or undrawable one (callers reuse them in turn).
+        """
 
     @_builtins.property
     def hashtags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -208,7 +212,9 @@ class WriteEditInstructionRequest(_message.Message):
     target_model_id: _builtins.str
     """Registry id of the edit model the instruction is written for. Empty uses the default."""
     request_id: _builtins.str
-    """Caller-chosen id for logs and tracing."""
+    """Caller-chosen id, informational only: the service tags its logs and answers in trailing metadata
+    the call's `x-request-id` metadata (a token of at most 128 of [A-Za-z0-9._:-]), so send it there too.
+    """
     def __init__(
         self,
         *,

@@ -413,7 +413,9 @@ class GenerateRequest(_message.Message):
     priority: _builtins.int
     """Scheduling priority; higher runs earlier among waiting jobs. 0 is normal."""
     request_id: _builtins.str
-    """Caller-chosen id for logs and tracing."""
+    """Caller-chosen id, informational only: the service tags its logs and answers in trailing metadata
+    the call's `x-request-id` metadata (a token of at most 128 of [A-Za-z0-9._:-]), so send it there too.
+    """
     def __init__(
         self,
         *,
@@ -689,7 +691,9 @@ class EditRequest(_message.Message):
     priority: _builtins.int
     """Scheduling priority; higher runs earlier among waiting jobs. 0 is normal."""
     request_id: _builtins.str
-    """Caller-chosen id for logs and tracing."""
+    """Caller-chosen id, informational only: the service tags its logs and answers in trailing metadata
+    the call's `x-request-id` metadata (a token of at most 128 of [A-Za-z0-9._:-]), so send it there too.
+    """
     @_builtins.property
     def image(self) -> _image_pb2.Image:
         """The photo to edit (PNG, JPEG or WebP). Only `data` is read."""
