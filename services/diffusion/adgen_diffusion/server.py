@@ -13,8 +13,7 @@ from adgen_diffusion.lease import GpuLease
 from adgen_diffusion.registry import ModelRegistry, Task
 from adgen_diffusion.servicer import SERVICE_NAME, DiffusionServicer
 from adgen_diffusion.worker import GpuWorker
-from adgen_runtime.logs import configure_logging
-from adgen_runtime.server import RunningServer, ServiceBinding, serve_until_signal, start_server
+from adgen_runtime.server import RunningServer, ServiceBinding, run_service, start_server
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -91,15 +90,8 @@ def _unload_quietly(engine: DiffusionEngine) -> None:
 
 def main() -> None:
     """Console entry point: serve until SIGTERM/SIGINT."""
-    settings = DiffusionSettings()
-    configure_logging(settings.log_level)
-
-    async def serve() -> None:
-        running = await create_server(settings)
-        await serve_until_signal(running, settings.shutdown_grace_s)
-
     try:
-        asyncio.run(serve())
+        run_service(DiffusionSettings(), create_server)
     except GpuLeaseError as error:
         # Another diffusion process owns this GPU: say so and exit instead of printing a traceback.
         _LOGGER.error("%s", error)

@@ -15,7 +15,6 @@ import logging
 import math
 import socket
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -37,7 +36,7 @@ from adgen.type.v1 import error_reason_pb2
 from adgen_orchestrator.ad_core import AdCore, CallInfo
 from adgen_orchestrator.downstream import STATUS_DETAILS_METADATA_KEY
 from adgen_runtime.errors import AdGenError, InvalidArgument, internal_error
-from adgen_runtime.logs import request_id_var
+from adgen_runtime.logs import request_id_from, request_id_var
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -99,7 +98,7 @@ class ConnectAdService:
 def _connect_call(ctx: RequestContext[Any, Any]) -> Iterator[CallInfo]:
     """The call's request id (the caller's `x-request-id` or a new one) and deadline; errors
     leave as Connect errors carrying the same details gRPC callers get, never internal text."""
-    request_id = ctx.request_headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
+    request_id = request_id_from(ctx.request_headers.get(REQUEST_ID_HEADER))
     request_id_var.set(request_id)  # Each HTTP request runs in its own task and context.
     ctx.response_headers[REQUEST_ID_HEADER] = request_id
     remaining_ms = ctx.timeout_ms

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 
@@ -16,8 +15,7 @@ from adgen_orchestrator.config import OrchestratorSettings
 from adgen_orchestrator.downstream import CopywriterClient, DiffusionClient
 from adgen_orchestrator.http_edge import HttpEdge, create_http_app
 from adgen_orchestrator.servicer import SERVICE_NAME, AdServicer
-from adgen_runtime.logs import configure_logging
-from adgen_runtime.server import RunningServer, ServiceBinding, serve_until_signal, start_server
+from adgen_runtime.server import RunningServer, ServiceBinding, run_service, start_server
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -78,16 +76,9 @@ async def create_server(settings: OrchestratorSettings) -> OrchestratorServer:
     )
 
 
-async def _serve(settings: OrchestratorSettings) -> None:
-    running = await create_server(settings)
-    await serve_until_signal(running, settings.shutdown_grace_s)
-
-
 def main() -> None:
     """Console script `adgen-orchestrator`: settings from ADGEN_ORCHESTRATOR_* variables."""
-    settings = OrchestratorSettings()
-    configure_logging(settings.log_level)
-    asyncio.run(_serve(settings))
+    run_service(OrchestratorSettings(), create_server)
 
 
 if __name__ == "__main__":

@@ -62,6 +62,15 @@ async def http(fake_stack: FakeStack) -> Any:
         yield client
 
 
+async def test_a_request_id_header_that_is_not_a_short_token_is_replaced(http: httpx.AsyncClient) -> None:
+    forged = "x" * 300 + "\tlog-injection"
+    reply = await http.post(
+        CREATE_AD, json={"keyword": KEYWORD, "width": 64, "height": 64}, headers={"x-request-id": forged}
+    )
+    assert reply.status_code == 200
+    assert reply.headers["x-request-id"] != forged and len(reply.headers["x-request-id"]) == 32
+
+
 async def test_create_ad_over_http_answers_canonical_proto_json(http: httpx.AsyncClient) -> None:
     reply = await http.post(
         CREATE_AD,

@@ -397,9 +397,9 @@ class GenerateRequest(_message.Message):
     prompt: _builtins.str
     """English prompt. Required."""
     width: _builtins.int
-    """Output width in pixels; a multiple of the model's size_multiple. 0 uses 1024."""
+    """Output width in pixels; a multiple of the model's size_multiple. 0 uses the model's native side (1024 for the real models)."""
     height: _builtins.int
-    """Output height in pixels; a multiple of the model's size_multiple. 0 uses 1024."""
+    """Output height in pixels; a multiple of the model's size_multiple. 0 uses the model's native side (1024 for the real models)."""
     num_inference_steps: _builtins.int
     """Denoising steps. Unset uses the model's default."""
     guidance_scale: _builtins.float
