@@ -7,7 +7,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -31,6 +31,7 @@ from adgen_runtime.errors import (
 )
 
 _LOGGER = logging.getLogger(__name__)
+_Event = TypeVar("_Event")
 
 STATUS_DETAILS_METADATA_KEY = "grpc-status-details-bin"
 # The diffusion service's stream requests wrap the job in `request`; its violations start so.
@@ -244,29 +245,25 @@ class DiffusionClient:
     async def stream_generate(
         self, request: df_pb.GenerateRequest, budget: CallBudget
     ) -> AsyncIterator[df_pb.StreamGenerateResponse]:
-        call = self._stub.StreamGenerate(
-            df_pb.StreamGenerateRequest(request=request),
-            timeout=budget.timeout(self.SERVICE, self._timeout_s),
-            metadata=budget.metadata,
-        )
-        with _mapped_errors(self.SERVICE, budget, _STREAM_REQUEST_PREFIX):
-            try:
-                async for event in call:
-                    yield event
-            finally:
-                call.cancel()  # A no-op once finished; stops the GPU job if we stopped early.
+        call = self._stub.StreamGenerate(df_pb.StreamGenerateRequest(request=request), **self._options(budget))
+        async for event in self._events(call, budget):
+            yield event
 
     async def stream_edit(
         self, request: df_pb.EditRequest, budget: CallBudget
     ) -> AsyncIterator[df_pb.StreamEditResponse]:
-        call = self._stub.StreamEdit(
-            df_pb.StreamEditRequest(request=request),
-            timeout=budget.timeout(self.SERVICE, self._timeout_s),
-            metadata=budget.metadata,
-        )
+        call = self._stub.StreamEdit(df_pb.StreamEditRequest(request=request), **self._options(budget))
+        async for event in self._events(call, budget):
+            yield event
+
+    def _options(self, budget: CallBudget) -> dict[str, Any]:
+        return {"timeout": budget.timeout(self.SERVICE, self._timeout_s), "metadata": budget.metadata}
+
+    async def _events(self, call: aio.UnaryStreamCall[Any, _Event], budget: CallBudget) -> AsyncIterator[_Event]:
+        """The stream's events, its errors mapped; cancelling it stops the GPU job if we stop early."""
         with _mapped_errors(self.SERVICE, budget, _STREAM_REQUEST_PREFIX):
             try:
                 async for event in call:
                     yield event
             finally:
-                call.cancel()
+                call.cancel()  # A no-op once finished.
