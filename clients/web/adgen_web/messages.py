@@ -63,6 +63,10 @@ _BY_REASON: dict[str, tuple[str, str]] = {
         "키워드나 행사 문구에서 효능·효과 표현을 빼고 다시 시도해 주세요.",
     ),
     "NOT_READY": ("서버가 켜지는 중이거나 점검 중이에요.", "1~2분 뒤에 다시 시도해 주세요."),
+    "REQUEST_ID_REUSED": (
+        "같은 요청 번호로 다른 내용이 이미 접수되었어요.",
+        "페이지를 새로고침한 뒤 다시 시도해 주세요.",
+    ),
 }
 
 # The same, by gRPC code, for statuses without a reason we know (e.g. the server is not running).

@@ -22,10 +22,9 @@ from adgen_orchestrator.config import OrchestratorSettings
 from adgen_orchestrator.downstream import CallBudget
 from adgen_orchestrator.idempotency import JobRegistry, RequestIdReusedError
 from adgen_orchestrator.validation import parse_create_request, parse_edit_request
-from adgen_runtime.errors import FieldViolation, Internal, invalid_fields
+from adgen_runtime.errors import FieldViolation, Internal, invalid_fields, reason_name
 
 E = TypeVar("E", ad_pb.StreamCreateAdResponse, ad_pb.StreamEditAdResponse)
-REQUEST_ID_REUSED = "REQUEST_ID_REUSED"
 
 
 @dataclass(frozen=True)
@@ -129,9 +128,10 @@ class AdCore:
                         f"{field_prefix}request_id",
                         f"was already used for a different request in the last {minutes:g} minutes; "
                         "use a new id for a new request",
-                        REQUEST_ID_REUSED,
+                        reason_name(error_reason_pb2.ERROR_REASON_REQUEST_ID_REUSED),
                     )
-                ]
+                ],
+                error_reason_pb2.ERROR_REASON_REQUEST_ID_REUSED,
             ) from None
 
     def _budget(self, request_id: str, call: CallInfo, field_prefix: str) -> CallBudget:

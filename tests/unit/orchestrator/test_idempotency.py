@@ -68,6 +68,8 @@ async def test_the_same_request_id_for_another_request_is_invalid_argument_namin
     bad = error_details_pb2.BadRequest()
     assert any(detail.Unpack(bad) for detail in status.details)
     assert [(v.field, v.reason) for v in bad.field_violations] == [("request_id", "REQUEST_ID_REUSED")]
+    info = error_details_pb2.ErrorInfo()
+    assert any(detail.Unpack(info) for detail in status.details) and info.reason == "REQUEST_ID_REUSED"
     assert len(fake_stack.diffusion.calls) == 2  # the second request never ran
 
 

@@ -64,6 +64,8 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """The service is starting or shutting down (UNAVAILABLE)."""
     ERROR_REASON_INTERNAL: _ErrorReason.ValueType  # 20
     """An unexpected server fault; details are in the server log under the request id (INTERNAL)."""
+    ERROR_REASON_REQUEST_ID_REUSED: _ErrorReason.ValueType  # 21
+    """The request_id (idempotency key) was already used for a different request (INVALID_ARGUMENT)."""
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Machine-readable reasons carried in `google.rpc.ErrorInfo.reason` of every error the
@@ -114,4 +116,6 @@ ERROR_REASON_NOT_READY: ErrorReason.ValueType  # 19
 """The service is starting or shutting down (UNAVAILABLE)."""
 ERROR_REASON_INTERNAL: ErrorReason.ValueType  # 20
 """An unexpected server fault; details are in the server log under the request id (INTERNAL)."""
+ERROR_REASON_REQUEST_ID_REUSED: ErrorReason.ValueType  # 21
+"""The request_id (idempotency key) was already used for a different request (INVALID_ARGUMENT)."""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
