@@ -37,24 +37,31 @@ class RequestContextInterceptor(AsyncServerInterceptor):
         request_id = request_id_from(caller_id if isinstance(caller_id, str) else None)
         request_id_var.set(request_id)
         context.set_trailing_metadata(((REQUEST_ID_METADATA_KEY, request_id),))
-        _LOGGER.info("call %s", method_name)
+        # Probes and reflection arrive every few seconds in production: keep them out of INFO logs.
+        level = logging.DEBUG if method_name.startswith(_QUIET_METHOD_PREFIXES) else logging.INFO
+        _LOGGER.log(level, "call %s", method_name)
         started = time.perf_counter()
         response_or_iterator = method(request_or_iterator, context)
         if hasattr(response_or_iterator, "__aiter__"):
-            return _logged_stream(response_or_iterator, method_name, started)
+            return _logged_stream(response_or_iterator, method_name, started, level)
         try:
             return await response_or_iterator
         finally:
-            _LOGGER.info("done %s in %.3fs", method_name, time.perf_counter() - started)
+            _LOGGER.log(level, "done %s in %.3fs", method_name, time.perf_counter() - started)
 
 
-async def _logged_stream(responses: AsyncIterator[Any], method_name: str, started: float) -> AsyncIterator[Any]:
+_QUIET_METHOD_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+
+async def _logged_stream(
+    responses: AsyncIterator[Any], method_name: str, started: float, level: int
+) -> AsyncIterator[Any]:
     """Passes a server stream through, logging when it ends (streams are the long calls)."""
     try:
         async for response in responses:
             yield response
     finally:
-        _LOGGER.info("done %s in %.3fs", method_name, time.perf_counter() - started)
+        _LOGGER.log(level, "done %s in %.3fs", method_name, time.perf_counter() - started)
 
 
 class ErrorInterceptor(AsyncExceptionToStatusInterceptor):

@@ -225,3 +225,15 @@ async def test_container_health_probe_follows_readiness(running: RunningServer) 
 async def test_a_second_server_on_a_taken_port_fails_instead_of_sharing_it(running: RunningServer) -> None:
     with pytest.raises(OSError, match="could not bind"):
         await start_server(ServerSettings(port=running.port), [])
+
+
+async def test_health_probes_stay_out_of_info_logs_but_calls_do_not(
+    running: RunningServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with create_aio_channel(f"127.0.0.1:{running.port}") as channel:
+        with caplog.at_level(logging.INFO, logger="adgen_runtime.interceptors"):
+            await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""))
+            await pb_grpc.CopywriterServiceStub(channel).GenerateCopy(pb.GenerateCopyRequest(keyword="ok"))
+    logged = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    assert not any("Health" in message for message in logged)
+    assert any(message.startswith("done /adgen.copywriter.v1.CopywriterService/GenerateCopy") for message in logged)
