@@ -19,6 +19,7 @@ from adgen_web.config import WebSettings
 from adgen_web.downloads import copy_as_json, copy_as_text, hashtags_for_display, image_mime, image_suffix
 from adgen_web.messages import UserMessage, describe_error
 from adgen_web.progress import progress_fraction, progress_text
+from adgen_web.text import plain
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -218,9 +219,9 @@ def show_ad(ad: ad_pb.CreateAdResponse) -> None:
 def show_copy(ad: ad_pb.CreateAdResponse) -> None:
     """Headline, hook, caption and #hashtags, and the copy as text and JSON files."""
     copy = ad.copy
-    st.subheader(copy.headline or "광고 문구")
+    st.subheader(plain(copy.headline) if copy.headline else "광고 문구")
     if copy.hook:
-        st.markdown(f"**첫 줄(더보기 전에 보이는 부분):** {copy.hook}")
+        st.markdown(f"**첫 줄(더보기 전에 보이는 부분):** {plain(copy.hook)}")
     st.markdown("**캡션** (오른쪽 위 버튼으로 복사할 수 있어요)")
     st.code(copy.caption, language=None, wrap_lines=True)
     st.markdown(" ".join(f"`{tag}`" for tag in hashtags_for_display(copy)))
