@@ -21,7 +21,8 @@ from PIL import Image
 
 from adgen_diffusion.engine import DiffusionEngine, ImageJob
 from adgen_diffusion.registry import ModelRegistry, Task
-from adgen_diffusion.tiny import MARKER_NAME, TINY_VERSION, build_all_tiny_models, build_flux2_klein
+from adgen_diffusion.tiny import MARKER_NAME, TINY_VERSION
+from adgen_diffusion.twins import KLEIN_4B, build_all_tiny_models, build_pipeline
 from adgen_diffusion.worker import GpuWorker
 
 MB = 1e6
@@ -61,7 +62,7 @@ def bench_medium_load(megabytes: int) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
         torch.manual_seed(0)
-        pipeline = build_flux2_klein()
+        pipeline = build_pipeline(KLEIN_4B)
         # About 43M parameters (fp32: 4 bytes each) per double+single block pair at this width.
         layers = max(1, round(megabytes * MB / 4 / 43e6))
         pipeline.transformer = Flux2Transformer2DModel(
@@ -71,7 +72,7 @@ def bench_medium_load(megabytes: int) -> None:
             num_single_layers=layers,
             attention_head_dim=32,
             num_attention_heads=32,
-            joint_attention_dim=96,
+            joint_attention_dim=pipeline.transformer.config.joint_attention_dim,
             timestep_guidance_channels=256,
             axes_dims_rope=(8, 8, 8, 8),
             guidance_embeds=False,
@@ -79,7 +80,7 @@ def bench_medium_load(megabytes: int) -> None:
         )
         # Same weights twice: fp32 on disk (loads by mmap) and bf16 on disk (the CPU converts to fp32).
         for variant, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-            directory = root / variant / "tiny" / "flux2-klein"
+            directory = root / variant / "tiny" / "flux2-klein-4b"
             pipeline.to(dtype).save_pretrained(directory)
             # Marked as a current twin, so the engine serves it as flux2-klein-4b's tiny weights.
             (directory / MARKER_NAME).write_text(json.dumps({"version": TINY_VERSION}))

@@ -26,7 +26,7 @@ from adgen_diffusion.config import DiffusionSettings
 from adgen_diffusion.engine import DiffusionEngine
 from adgen_diffusion.registry import ModelRegistry
 from adgen_diffusion.server import create_server
-from adgen_diffusion.tiny import build_all_tiny_models
+from adgen_diffusion.twins import build_all_tiny_models
 
 PROMPT = "iced strawberry latte on a wooden cafe table, summer light"
 SEED = 7

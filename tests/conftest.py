@@ -15,7 +15,7 @@ pytest_plugins = ["tests.live_services"]
 @pytest.fixture(scope="session")
 def tiny_models_dir() -> Path:
     """`<repo>/models` with every tiny twin built (skipped when current ones are already there)."""
-    from adgen_diffusion.tiny import build_all_tiny_models
+    from adgen_diffusion.twins import build_all_tiny_models
 
     models_dir = REPO_ROOT / "models"
     build_all_tiny_models(models_dir)

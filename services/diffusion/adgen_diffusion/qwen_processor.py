@@ -1,23 +1,24 @@
-"""A Qwen2-VL processor for images only, so Qwen-Image-Edit twins load without torchvision."""
+"""An image-only Qwen2-VL processor loaded from a real `processor/` folder, so Qwen-Image-Edit needs no torchvision."""
 
 # mypy: disallow-untyped-calls=False
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from transformers import ProcessorMixin, Qwen2VLProcessor
+from transformers import AutoImageProcessor, AutoTokenizer, ProcessorMixin, Qwen2VLProcessor
 
 # diffusers picks a component's load method by finding these base classes in the component's module.
-__all__ = ["ProcessorMixin", "Qwen2VLImageOnlyProcessor"]
+__all__ = ["ProcessorMixin", "Qwen2VLImageOnlyProcessor", "load_image_only_processor"]
 
 
 class Qwen2VLImageOnlyProcessor(Qwen2VLProcessor):
     """`Qwen2VLProcessor` without its video processor.
 
-    transformers type-checks `video_processor` against a class it only exports when torchvision
-    is installed, and the CPU torch build here cannot have torchvision. Edit pipelines never pass
-    video, so dropping the video half changes nothing they use.
+    Qwen2VLProcessor builds a Qwen2VLVideoProcessor, which needs torchvision, and the torchvision wheel for
+    this torch is a multi-GB CUDA build. Edit pipelines never pass video, so dropping the video half changes
+    nothing they use; being a subclass, it passes diffusers' check against model_index's Qwen2VLProcessor.
     """
 
     attributes = ["image_processor", "tokenizer"]  # noqa: RUF012 - transformers reads this class attribute
@@ -30,3 +31,14 @@ class Qwen2VLImageOnlyProcessor(Qwen2VLProcessor):
         self.video_token = getattr(tokenizer, "video_token", "<|video_pad|>")
         self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
         self.video_token_id = tokenizer.convert_tokens_to_ids(self.video_token)
+
+
+def load_image_only_processor(processor_dir: Path) -> Qwen2VLImageOnlyProcessor:
+    """The processor of a real-layout `processor/` folder: preprocessor_config.json plus the tokenizer files.
+
+    video_preprocessor_config.json is ignored. The image processor is the class the file names
+    (Qwen2VLImageProcessorFast); without torchvision transformers falls back to Qwen2VLImageProcessorPil.
+    """
+    image_processor = AutoImageProcessor.from_pretrained(processor_dir)
+    tokenizer = AutoTokenizer.from_pretrained(processor_dir)
+    return Qwen2VLImageOnlyProcessor(image_processor=image_processor, tokenizer=tokenizer)

@@ -69,11 +69,14 @@ def test_lightning_load_fuses_the_lora_into_the_transformer_weights(
     lora_file = tiny_dir(tiny_models_dir, "qwen-image-edit-2511-lightning") / (
         "Qwen-Image-Edit-2511-Lightning-4steps-V1.0-bf16.safetensors"
     )
+    # The real files' kohya layout: unprefixed lora_down / lora_up / alpha, scaled by alpha / rank as diffusers does.
     lora = load_file(str(lora_file))
-    up, down = lora[f"transformer.{TO_Q}.lora_B.weight"].float(), lora[f"transformer.{TO_Q}.lora_A.weight"].float()
+    up, down = lora[f"{TO_Q}.lora_up.weight"].float(), lora[f"{TO_Q}.lora_down.weight"].float()
+    scale = float(lora[f"{TO_Q}.alpha"]) / down.shape[0]
+    assert scale != 1.0
     fused = _to_q_weight(engine)
     assert not torch.allclose(fused, base_weight)
-    torch.testing.assert_close(fused, base_weight + up @ down, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(fused, base_weight + scale * up @ down, rtol=1e-4, atol=1e-5)
 
 
 def test_no_peft_adapter_modules_remain_after_fusing(engine: DiffusionEngine) -> None:
@@ -122,7 +125,8 @@ def test_lightning_with_its_lora_twin_missing_fails_fast_as_not_cached(
     tiny_registry: ModelRegistry, tiny_models_dir: Path, tmp_path: Path
 ) -> None:
     (tmp_path / "tiny").mkdir()
-    (tmp_path / "tiny" / "qwen-image-edit-plus").symlink_to(tiny_dir(tiny_models_dir, "qwen-image-edit-plus"))
+    base_twin = tiny_registry.get(BASE).tiny
+    (tmp_path / "tiny" / base_twin).symlink_to(tiny_dir(tiny_models_dir, base_twin))
     engine = DiffusionEngine(tiny_registry, tmp_path, device="cpu")
     assert engine.is_available(tiny_registry.get(BASE))
     assert not engine.is_available(tiny_registry.get(FOUR_STEP))
@@ -136,7 +140,8 @@ def test_a_lora_that_matches_no_transformer_layer_is_refused_not_served_as_the_b
     entry = tiny_registry.get(FOUR_STEP)
     assert entry.lora is not None
     (tmp_path / "tiny").mkdir()
-    (tmp_path / "tiny" / "qwen-image-edit-plus").symlink_to(tiny_dir(tiny_models_dir, "qwen-image-edit-plus"))
+    base_twin = tiny_registry.get(BASE).tiny
+    (tmp_path / "tiny" / base_twin).symlink_to(tiny_dir(tiny_models_dir, base_twin))
     lora_dir = tmp_path / "tiny" / entry.lora.tiny
     lora_dir.mkdir()
     (lora_dir / MARKER_NAME).write_text(json.dumps({"version": TINY_VERSION}))
