@@ -1,4 +1,4 @@
-"""FLUX.2 transformer weights in Black Forest Labs' original key layout, and FP8 (fp8r) quantization of them.
+"""FLUX.2 transformer weights in BFL's original key layout, and their FP8 quantization (per row or per tensor).
 
 Used to build the tiny FP8 single-file twin: the same keys, fused QKV and shift/scale order as the
 official files, so `from_single_file` runs its real conversion path on it.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-# E4M3's largest finite value: per-row scales map each row's absolute maximum onto it.
+# E4M3's largest finite value: a scale maps a row's (or the whole tensor's) absolute maximum onto it.
 FP8_MAX = 448.0
 
 _RENAMES = {
@@ -104,6 +104,22 @@ def quantize_fp8_per_row(state: dict[str, torch.Tensor]) -> dict[str, torch.Tens
         scale = row_max / FP8_MAX
         out[key] = (tensor.float() / scale[:, None]).to(torch.float8_e4m3fn)
         out[key.removesuffix("weight") + "weight_scale"] = scale.float()
+    return out
+
+
+def quantize_fp8_per_tensor(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Block linear weights → float8_e4m3fn plus a 0-d fp32 `weight_scale` and `input_scale` (BFL's real FP8 file)."""
+    out: dict[str, torch.Tensor] = {}
+    for key, tensor in state.items():
+        if not _quantizable(key, tensor):
+            out[key] = tensor
+            continue
+        scale = tensor.float().abs().amax().clamp(min=1e-12) / FP8_MAX
+        out[key] = (tensor.float() / scale).to(torch.float8_e4m3fn)
+        stem = key.removesuffix("weight")
+        out[stem + "weight_scale"] = scale.float().reshape(())
+        # Static activation scale as such files carry it; loaders that quantize activations on the fly ignore it.
+        out[stem + "input_scale"] = torch.tensor(1.0, dtype=torch.float32)
     return out
 
 
