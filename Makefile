@@ -46,14 +46,16 @@ buf: $(STAMP) ## buf lint, format and breaking-change checks on protos/.
 	  npx buf breaking --against '.git#ref=$(BUF_AGAINST)'; \
 	else echo "buf breaking: no $(BUF_AGAINST) to compare with (first commit); skipped"; fi
 
-readme: $(STAMP) ## Regenerate the README's settings tables from the settings classes.
+readme: $(STAMP) ## Regenerate the README's settings and memory-plan tables from the code.
 	$(BIN)/python scripts/readme_settings.py
+	$(BIN)/python scripts/readme_plans.py
 
 lint: $(STAMP) ## ruff, ruff format, mypy (strict) and the README's settings tables.
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy services clients tests bench scripts
 	$(BIN)/python scripts/readme_settings.py --check
+	$(BIN)/python scripts/readme_plans.py --check
 
 system-deps: ## Check the Debian packages the suite needs (CI installs them in .ci/run).
 	@[ -n "$$(fc-list "$(SYSTEM_FONT)" 2>/dev/null)" ] || { echo "missing font $(SYSTEM_FONT): sudo apt-get install fonts-noto-cjk"; exit 1; }

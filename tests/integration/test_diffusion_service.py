@@ -83,7 +83,21 @@ async def test_list_models_shows_every_id_with_licence_and_availability(
     assert set(models) >= {"flux2-klein-4b", "flux2-klein-9b", "qwen-image-edit-2511", "z-image-turbo"}
     assert models["flux2-klein-9b"].commercial_use is False
     assert models["qwen-image-edit-2511"].tasks == [pb.MODEL_TASK_IMAGE_EDIT]
-    assert models["z-image-turbo"].available_locally and models["z-image-turbo"].default_steps == 9
+    assert models["z-image-turbo"].available_locally and models["z-image-turbo"].default_steps == 8
+
+
+async def test_list_models_carries_each_models_memory_plan_for_this_machine(
+    stub: pb_grpc.DiffusionServiceAsyncStub,
+) -> None:
+    reply = await stub.ListModels(pb.ListModelsRequest())
+    for model in reply.models:
+        plan = model.plan
+        assert plan.fits and plan.summary and plan.quality_trade == "none"
+        assert {c.component for c in plan.components} == {"transformer", "text_encoder", "vae"}
+        assert 0 < plan.weight_bytes < plan.peak_host_bytes <= plan.host_budget_bytes
+        # On the CPU the twins live in host RAM, resident and unquantized.
+        assert {c.residency for c in plan.components} == {pb.COMPONENT_RESIDENCY_DEVICE}
+        assert (plan.width, plan.height) == (256, 256)  # the tiny native side
 
 
 async def test_load_and_unload_return_memory_reports(stub: pb_grpc.DiffusionServiceAsyncStub) -> None:
@@ -99,8 +113,7 @@ async def test_load_and_unload_return_memory_reports(stub: pb_grpc.DiffusionServ
 
 async def test_unloading_a_model_that_is_not_resident_changes_nothing(stub: pb_grpc.DiffusionServiceAsyncStub) -> None:
     await stub.LoadModel(pb.LoadModelRequest(model_id="z-image-turbo"))
-    # flux2-klein-9b needs a GPU, so it can never be resident here.
-    reply = await stub.UnloadModel(pb.UnloadModelRequest(model_id="flux2-klein-9b"))
+    reply = await stub.UnloadModel(pb.UnloadModelRequest(model_id="qwen-image-edit-2511"))
     assert reply.model_id == "" and reply.memory.model_bytes > 0 and not reply.HasField("unload_duration")
     listed = await stub.ListModels(pb.ListModelsRequest())
     assert {m.id: m.state for m in listed.models}["z-image-turbo"] == pb.MODEL_STATE_LOADED
@@ -249,11 +262,36 @@ async def test_text_to_image_on_the_edit_model_is_failed_precondition(
     assert isinstance(info, error_details_pb2.ErrorInfo) and info.reason == "MODEL_TASK_UNSUPPORTED"
 
 
-async def test_offload_placement_on_cpu_is_failed_precondition(stub: pb_grpc.DiffusionServiceAsyncStub) -> None:
-    code, status = await _status_of(stub.LoadModel(pb.LoadModelRequest(model_id="flux2-klein-9b")))
-    info = _detail(status, error_details_pb2.ErrorInfo)
-    assert code == grpc.StatusCode.FAILED_PRECONDITION
-    assert isinstance(info, error_details_pb2.ErrorInfo) and info.reason == "PLACEMENT_UNSUPPORTED"
+async def test_a_model_no_plan_fits_is_refused_by_every_rpc_with_the_budgets(tiny_models_dir: Path) -> None:
+    # 1 GiB of host RAM cannot hold even the service process: no plan of any model fits.
+    settings = DiffusionSettings(
+        host="127.0.0.1", port=0, tiny=True, models_dir=tiny_models_dir, device="cpu", host_memory_budget="1GiB"
+    )
+    running = await create_server(settings)
+    photo = io.BytesIO()
+    Image.new("RGB", (64, 64), "white").save(photo, format="PNG")
+    try:
+        async with create_aio_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = pb_grpc.DiffusionServiceStub(channel)
+            listed = await stub.ListModels(pb.ListModelsRequest())
+            assert not any(model.plan.fits for model in listed.models)
+            assert all(model.plan.host_budget_bytes == 1024**3 for model in listed.models)
+            calls: list[aio.UnaryUnaryCall] = [  # type: ignore[type-arg]
+                stub.LoadModel(pb.LoadModelRequest(model_id="z-image-turbo")),
+                stub.Generate(_generate(model_id="z-image-turbo")),
+                stub.Edit(pb.EditRequest(instruction="make it pink", image=image_pb2.Image(data=photo.getvalue()))),
+            ]
+            for call in calls:
+                code, status = await _status_of(call)
+                info = _detail(status, error_details_pb2.ErrorInfo)
+                assert code == grpc.StatusCode.FAILED_PRECONDITION
+                assert isinstance(info, error_details_pb2.ErrorInfo) and info.reason == "MODEL_DOES_NOT_FIT"
+                assert info.metadata["host_budget_bytes"] == str(1024**3)
+                assert int(info.metadata["smallest_plan_host_bytes"]) > 1024**3
+                assert "does not fit this machine" in status.message and "GiB" in status.message
+            assert running.port  # the server answered every refusal and is still up
+    finally:
+        await running.stop(None)
 
 
 async def test_a_deadline_stops_the_job_and_the_server_serves_the_next_call(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import ByteSize, Field
 from pydantic_settings import SettingsConfigDict
 
 from adgen_runtime.settings import ServerSettings
@@ -43,6 +43,18 @@ class DiffusionSettings(ServerSettings):
     )
     max_overtakes: int = Field(
         4, ge=0, description="How many later jobs may run before a waiting job (switch-avoidance aging bound)."
+    )
+    device_memory_budget: ByteSize | None = Field(
+        None,
+        description="Device memory the planner may use, e.g. 24GiB (emulates a smaller GPU); unset: the GPU's total.",
+    )
+    host_memory_budget: ByteSize | None = Field(
+        None,
+        description="Host RAM the planner may use, e.g. 16GiB; unset: the cgroup limit, else MemAvailable at start.",
+    )
+    offload_dir: Path | None = Field(
+        None,
+        description="Where a transformer streamed from disk keeps its group-offload files; default the temp directory.",
     )
     lease_dir: Path | None = Field(
         None, description="Where the per-device GPU lease lock file lives; default is the system temp directory."

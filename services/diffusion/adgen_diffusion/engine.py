@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-import importlib.util
 import logging
 import secrets
 import threading
@@ -19,38 +18,35 @@ import torch
 import transformers
 from PIL import Image
 
-# Imported for its side effect: tiny Qwen twins name this module in model_index.json.
-import adgen_diffusion.qwen_processor  # noqa: F401
 from adgen_diffusion import weights
 from adgen_diffusion.errors import (
     DiffusionError,
     JobCancelledError,
+    ModelDoesNotFitError,
     ModelLoadError,
-    PlacementUnsupportedError,
+    ModelNotCachedError,
     TaskUnsupportedError,
 )
+from adgen_diffusion.families import PromptJob, family_of
+from adgen_diffusion.kept_configs import KeptRepo, local_repo
+from adgen_diffusion.loader import LoadedPipeline, PipelineLoader, remove_pipeline_hooks
 from adgen_diffusion.memory import (
     AnonPeakSampler,
     MemoryReport,
+    detect_box,
     device_memory,
     host_rss_bytes,
     module_bytes,
     release_device_memory,
 )
-from adgen_diffusion.registry import LoraSpec, ModelEntry, ModelRegistry, Task
+from adgen_diffusion.planner import Box, MemoryPlanner, Plan, PlanDecision
+from adgen_diffusion.registry import ModelEntry, ModelRegistry, Task
+from adgen_diffusion.tiny import is_built, tiny_dir
 
 _LOGGER = logging.getLogger(__name__)
 
 # Device memory an unload may leave above the pre-load baseline (allocator rounding, cuBLAS workspaces).
 UNLOAD_TOLERANCE_BYTES = 64 * 1024 * 1024
-# FLUX.2 refuses reference images smaller than this on either side.
-_FLUX_MIN_REFERENCE_SIDE = 64
-# Reference sizes for tiny Qwen twins: the real 1024² / 384² would make a 2 MB model take seconds.
-_TINY_QWEN_VAE_IMAGE_SIZE = 128 * 128
-_TINY_QWEN_CONDITION_IMAGE_SIZE = 56 * 56
-# Name of the one adapter a LoRA entry loads.
-_LORA_ADAPTER = "adgen"
-_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
 
 class Stage(enum.Enum):
@@ -145,13 +141,35 @@ class LoadReport:
 @dataclass
 class _Resident:
     entry: ModelEntry
-    pipeline: Any
+    loaded: LoadedPipeline
     model_bytes: int
     module_refs: list[weakref.ref[torch.nn.Module]] = field(default_factory=list)
+
+    @property
+    def pipeline(self) -> Any:
+        return self.loaded.pipeline
+
+    @property
+    def plan(self) -> Plan:
+        return self.loaded.plan
 
 
 def random_seed() -> int:
     return secrets.randbits(63)
+
+
+def default_planner(registry: ModelRegistry, models_dir: Path, box: Box) -> MemoryPlanner:
+    """A planner for `box`; tiny twins are sized from their own folders, real models from the kept configs."""
+    if not registry.tiny:
+        return MemoryPlanner(box)
+    return MemoryPlanner(box, configs_of=lambda entry: _twin_configs(models_dir, entry))
+
+
+def _twin_configs(models_dir: Path, entry: ModelEntry) -> KeptRepo:
+    directory = tiny_dir(models_dir, entry.tiny)
+    if not is_built(directory):
+        raise ModelNotCachedError(entry.id, "its tiny twin is not built; run `adgen-diffusion build-tiny`.")
+    return local_repo(directory)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -162,17 +180,29 @@ def resolve_device(name: str) -> torch.device:
 
 
 class DiffusionEngine:
-    """Owns the one resident pipeline. Not thread-safe: call it from a single worker thread."""
+    """Owns the one resident pipeline. Not thread-safe: call it from a single worker thread.
 
-    def __init__(self, registry: ModelRegistry, models_dir: Path, device: str = "auto") -> None:
+    `plan` and `require_fit` may run on any thread: the planner only reads the registry and caches sizes.
+    """
+
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        models_dir: Path,
+        device: str = "auto",
+        *,
+        planner: MemoryPlanner | None = None,
+        scratch_dir: Path | None = None,
+    ) -> None:
         self.registry = registry
         self.models_dir = models_dir
         self.device = resolve_device(device)
+        self.planner = planner or default_planner(registry, models_dir, detect_box(self.device))
+        self.loader = PipelineLoader(self.device, scratch_dir)
         self._resident: _Resident | None = None
         self._transition: tuple[str, ModelState] | None = None
         self._failed: set[str] = set()
         self._baseline_allocated = device_memory(self.device).allocated
-        self._qwen_sizes: tuple[int, int] | None = None
         self.clean = True
         # Load progress bars would interleave with the service log; progress goes out as events instead.
         diffusers.utils.logging.disable_progress_bar()
@@ -204,48 +234,118 @@ class DiffusionEngine:
 
     # ----- load / unload -----
 
-    def load(self, model_id: str, on_progress: ProgressSink = _ignore_progress) -> LoadReport:
-        """Makes `model_id` resident, unloading whatever else is. Refusals happen before any unload."""
+    def plan(self, model_id: str, width: int = 0, height: int = 0, task: Task | None = None) -> PlanDecision:
+        """The planner's decision for `model_id` on this machine (nothing is loaded)."""
+        return self.planner.plan(self.registry.get(model_id), width, height, task)
+
+    def require_fit(self, model_id: str, width: int = 0, height: int = 0, task: Task | None = None) -> Plan:
+        """The plan `model_id` would load under for this size, or ModelDoesNotFitError with the budgets."""
+        decision = self.plan(model_id, width, height, task)
+        if decision.chosen is None:
+            smallest = decision.smallest
+            raise ModelDoesNotFitError(
+                model_id,
+                device_budget=decision.box.device_bytes,
+                host_budget=decision.box.host_bytes,
+                smallest_device=smallest.peak_device_bytes,
+                smallest_host=smallest.peak_host_bytes,
+                smallest_plan=smallest.summary,
+                width=smallest.width,
+                height=smallest.height,
+            )
+        return decision.chosen
+
+    def load(
+        self,
+        model_id: str,
+        on_progress: ProgressSink = _ignore_progress,
+        *,
+        width: int = 0,
+        height: int = 0,
+        task: Task | None = None,
+        plan: Plan | None = None,
+    ) -> LoadReport:
+        """Makes `model_id` resident under a plan that fits this size, unloading whatever else is.
+
+        Refusals (no plan fits, weights missing) happen before any unload. A resident pipeline whose plan
+        still fits the job is kept, so a job of another size does not reload it.
+        """
         started = time.perf_counter()
         entry = self.registry.get(model_id)
-        if self._resident is not None and self._resident.entry.id == model_id:
+        if plan is None:
+            kept = self._serving_plan(entry, width, height, task)
+            if kept is not None:
+                return LoadReport(model_id, self.memory_now(), time.perf_counter() - started, already_loaded=True)
+            plan = self.require_fit(model_id, width, height, task)
+        elif self._serves(model_id, plan):
             return LoadReport(model_id, self.memory_now(), time.perf_counter() - started, already_loaded=True)
-        if entry.needs_accelerator and self.device.type != "cuda":
-            raise PlacementUnsupportedError(model_id, entry.placement, str(self.device))
-        location = weights.locate(entry, self.models_dir, tiny=self.registry.tiny)
+        return self._load_under(entry, plan, on_progress, started)
+
+    def _load_under(self, entry: ModelEntry, plan: Plan, on_progress: ProgressSink, started: float) -> LoadReport:
+        """Refuses what cannot load here, unloads the resident model, then has the loader carry out `plan`."""
+        self.loader.check(entry, plan)
+        location = weights.locate(weights.with_variant(entry, plan.variant), self.models_dir, tiny=self.registry.tiny)
         unloaded = None
         if self._resident is not None:
             on_progress(Progress(Stage.UNLOADING, model_id=self._resident.entry.id))
             unloaded = self.unload()
-        on_progress(Progress(Stage.LOADING, model_id=model_id))
-        self._set_transition(model_id, ModelState.LOADING)
+        on_progress(Progress(Stage.LOADING, model_id=entry.id))
+        self._set_transition(entry.id, ModelState.LOADING)
         try:
             with AnonPeakSampler() as sampler:
-                resident = self._load_resident(entry, location)
+                loaded = self.loader.load(entry, plan, location)
         except DiffusionError:
-            self._mark_failed(model_id)
+            self._mark_failed(entry.id)
             raise
         except Exception:
-            _LOGGER.exception("loading %s failed", model_id)
-            self._mark_failed(model_id)
+            _LOGGER.exception("loading %s failed", entry.id)
+            self._mark_failed(entry.id)
             release_device_memory(self.device)
             # A fresh exception: the original traceback would keep half-built modules alive.
-            raise ModelLoadError(model_id, "the weights could not be loaded; see the service log") from None
+            raise ModelLoadError(entry.id, "the weights could not be loaded; see the service log") from None
+        modules = loaded.modules()
+        resident = _Resident(entry, loaded, sum(module_bytes(m) for m in modules), [weakref.ref(m) for m in modules])
         with self._state_lock:
             self._resident = resident
             self._transition = None
-            self._failed.discard(model_id)
+            self._failed.discard(entry.id)
         memory = self._report(model_bytes=resident.model_bytes, peak_anon=sampler.peak_above_start)
         duration = time.perf_counter() - started
         _LOGGER.info(
-            "loaded %s (%s) in %.2fs: %.1f MB of weights, peak anon host +%.1f MB",
-            model_id,
+            "loaded %s (%s) in %.2fs under plan [%s]: %.1f MB of weights, peak anon host +%.1f MB",
+            entry.id,
             "tiny twin" if self.registry.tiny else entry.repo,
             duration,
+            plan.summary,
             resident.model_bytes / 1e6,
             sampler.peak_above_start / 1e6,
         )
-        return LoadReport(model_id, memory, duration, unloaded=unloaded)
+        return LoadReport(entry.id, memory, duration, unloaded=unloaded)
+
+    def _serves(self, model_id: str, plan: Plan) -> bool:
+        """Whether the resident pipeline is `model_id` loaded as `plan` loads it (then only tiling is set)."""
+        resident = self._resident
+        if resident is None or resident.entry.id != model_id or resident.plan.load_key != plan.load_key:
+            return False
+        resident.loaded.set_tiling(plan.component("vae").tiling)
+        return True
+
+    def _serving_plan(self, entry: ModelEntry, width: int, height: int, task: Task | None) -> Plan | None:
+        """The resident plan, with tiling set for this job, if it can serve `entry` at this size; else None."""
+        resident = self._resident
+        if resident is None or resident.entry.id != entry.id:
+            return None
+        decision = self.planner.plan(entry, width, height, task)
+        if decision.chosen is not None and decision.chosen.load_key == resident.plan.load_key:
+            resident.loaded.set_tiling(decision.chosen.component("vae").tiling)
+            return decision.chosen
+        # Hysteresis: a resident plan that still fits is kept rather than reloaded for a better one.
+        for tiling in (False, True) if entry.options("vae").tiling else (False,):
+            again = self.planner.replan(entry, resident.plan, width, height, task, vae_tiling=tiling)
+            if self.planner.fits(again):
+                resident.loaded.set_tiling(tiling)
+                return again
+        return None
 
     def unload(self) -> UnloadReport:
         """Tears the resident pipeline down and verifies it is gone; returns the proof."""
@@ -257,10 +357,10 @@ class DiffusionEngine:
         refs = resident.module_refs
         self._set_transition(model_id, ModelState.UNLOADING)
         remove_pipeline_hooks(resident.pipeline)
+        resident.loaded.teardown()
         with self._state_lock:
             self._resident = None
         del resident
-        self._restore_qwen_sizes()
         release_device_memory(self.device)
         leaked = sum(1 for ref in refs if ref() is not None)
         memory = self._report(leaked_modules=leaked)
@@ -278,66 +378,6 @@ class DiffusionEngine:
                 memory.device_allocated_bytes - memory.baseline_device_allocated_bytes,
             )
         return UnloadReport(model_id, memory, duration)
-
-    def _load_resident(self, entry: ModelEntry, location: weights.WeightsLocation) -> _Resident:
-        on_cpu = self.device.type != "cuda"
-        # Tiny twins and CPU runs use float32: bf16 matmuls on CPU are slow and gain nothing here.
-        dtype = torch.float32 if on_cpu else _DTYPES[entry.dtype]
-        pipeline_class = getattr(diffusers, entry.pipeline_class)
-        # Stream each tensor straight to the device: no full CPU copy, no CPU dtype conversion.
-        device_kwargs: dict[str, Any] = {}
-        if not on_cpu and entry.placement == "gpu":
-            if self.device.index is not None:
-                torch.cuda.set_device(self.device)
-            device_kwargs["device_map"] = "cuda"
-        components: dict[str, Any] = {}
-        if location.single_file is not None:
-            components["transformer"] = weights.load_single_file_transformer(
-                entry, location, dtype=dtype, device=None if on_cpu or entry.placement != "gpu" else self.device
-            )
-        pipeline = pipeline_class.from_pretrained(location.pipeline_dir, dtype=dtype, **components, **device_kwargs)
-        if entry.lora is not None:
-            assert location.lora_file is not None
-            _apply_lora(pipeline, entry.id, entry.lora, location.lora_file)
-        self._place(pipeline, entry)
-        if entry.vae_tiling and hasattr(pipeline, "vae"):
-            pipeline.vae.enable_tiling()
-        pipeline.set_progress_bar_config(disable=True)
-        if self.registry.tiny and entry.pipeline_class == "QwenImageEditPlusPipeline":
-            self._shrink_qwen_sizes()
-        modules = [m for m in pipeline.components.values() if isinstance(m, torch.nn.Module)]
-        return _Resident(
-            entry=entry,
-            pipeline=pipeline,
-            model_bytes=sum(module_bytes(m) for m in modules),
-            module_refs=[weakref.ref(m) for m in modules],
-        )
-
-    def _place(self, pipeline: Any, entry: ModelEntry) -> None:
-        if self.device.type != "cuda":
-            return
-        if entry.placement == "model_offload":
-            pipeline.enable_model_cpu_offload(device=self.device)
-        elif entry.placement == "sequential_offload":
-            pipeline.enable_sequential_cpu_offload(device=self.device)
-        elif entry.placement == "group_offload":
-            pipeline.enable_group_offload(
-                onload_device=self.device, offload_type="leaf_level", use_stream=True, low_cpu_mem_usage=True
-            )
-
-    def _shrink_qwen_sizes(self) -> None:
-        module = diffusers.pipelines.qwenimage.pipeline_qwenimage_edit_plus
-        if self._qwen_sizes is None:
-            self._qwen_sizes = (module.VAE_IMAGE_SIZE, module.CONDITION_IMAGE_SIZE)
-        module.VAE_IMAGE_SIZE = _TINY_QWEN_VAE_IMAGE_SIZE
-        module.CONDITION_IMAGE_SIZE = _TINY_QWEN_CONDITION_IMAGE_SIZE
-
-    def _restore_qwen_sizes(self) -> None:
-        if self._qwen_sizes is None:
-            return
-        module = diffusers.pipelines.qwenimage.pipeline_qwenimage_edit_plus
-        module.VAE_IMAGE_SIZE, module.CONDITION_IMAGE_SIZE = self._qwen_sizes
-        self._qwen_sizes = None
 
     def _set_transition(self, model_id: str, state: ModelState) -> None:
         with self._state_lock:
@@ -374,7 +414,7 @@ class DiffusionEngine:
         if not entry.supports(job.task):
             raise TaskUnsupportedError(job.model_id, job.task.value.replace("_", "-"))
         load_started = time.perf_counter()
-        report = self.load(job.model_id, on_progress)
+        report = self.load(job.model_id, on_progress, width=job.width, height=job.height, task=job.task)
         load_s = 0.0 if report.already_loaded else time.perf_counter() - load_started
         images: list[Image.Image] = []
         seeds = [(job.seed + i) % 2**64 for i in range(job.image_count)]
@@ -432,93 +472,35 @@ class DiffusionEngine:
                 on_progress(Progress(Stage.DECODING, model_id=job.model_id))
             return tensors
 
-        kwargs = self._call_kwargs(job)
+        resident = self._resident
+        kwargs = family_of(resident.entry.family).call_kwargs(
+            PromptJob(job.task, job.prompt, job.width, job.height, job.guidance, job.image)
+        )
         generator = torch.Generator(device="cpu").manual_seed(seed)
-        with torch.inference_mode():
-            output = pipeline(
-                **kwargs,
-                num_inference_steps=job.steps,
-                generator=generator,
-                callback_on_step_end=on_step_end,
-                output_type="pil",
-            )
+        released = resident.loaded.released_encoder
+        try:
+            if released is not None:
+                released.attach()
+            with torch.inference_mode():
+                output = pipeline(
+                    **kwargs,
+                    num_inference_steps=job.steps,
+                    generator=generator,
+                    callback_on_step_end=on_step_end,
+                    output_type="pil",
+                )
+        finally:
+            # Normally freed by the transformer's pre-hook already; a job cancelled while encoding frees it here.
+            if released is not None:
+                released.release()
         finished = time.perf_counter()
         timing.denoise_s += denoised_at[0] - started
         timing.decode_s += finished - denoised_at[0]
         image: Image.Image = output.images[0]
         return image
 
-    def _call_kwargs(self, job: ImageJob) -> dict[str, Any]:
-        assert self._resident is not None
-        pipeline_class = self._resident.entry.pipeline_class
-        kwargs: dict[str, Any] = {"prompt": job.prompt, "height": job.height, "width": job.width}
-        reference = job.image if job.task is Task.IMAGE_EDIT else None
-        if pipeline_class == "QwenImageEditPlusPipeline":
-            kwargs["image"] = [reference]
-            # Qwen-Image-Edit uses true CFG against a blank negative prompt; 1.0 turns it off.
-            kwargs["true_cfg_scale"] = job.guidance
-            if job.guidance > 1.0:
-                kwargs["negative_prompt"] = " "
-        elif pipeline_class == "Flux2KleinPipeline":
-            kwargs["guidance_scale"] = job.guidance
-            if reference is not None:
-                kwargs["image"] = [_at_least(reference, _FLUX_MIN_REFERENCE_SIDE)]
-        else:
-            kwargs["guidance_scale"] = job.guidance
-        return kwargs
-
-
-def remove_pipeline_hooks(pipeline: Any) -> int:
-    """Removes offload hooks: accelerate's (model/sequential offload) and diffusers' own (group offload).
-
-    `remove_all_hooks` only knows accelerate's; group offloading's hooks would otherwise keep wrapping forwards
-    (and their module groups) until the garbage collector breaks the cycles. Returns how many were removed.
-    """
-    remove_accelerate_hooks = getattr(pipeline, "remove_all_hooks", None)
-    if callable(remove_accelerate_hooks):
-        remove_accelerate_hooks()
-    removed = 0
-    components = getattr(pipeline, "components", {})
-    for component in components.values():
-        if not isinstance(component, torch.nn.Module):
-            continue
-        for module in component.modules():
-            registry = getattr(module, "_diffusers_hook", None)
-            if registry is None:
-                continue
-            for name in list(registry.hooks):
-                registry.remove_hook(name, recurse=False)
-                removed += 1
-    return removed
-
-
-def _apply_lora(pipeline: Any, model_id: str, lora: LoraSpec, lora_file: Path) -> None:
-    """Loads the LoRA into the transformer, fuses it and drops the adapter; then swaps in its scheduler."""
-    if importlib.util.find_spec("peft") is None:
-        raise ModelLoadError(model_id, "applying its LoRA needs the peft package, which is not installed")
-    pipeline.load_lora_weights(str(lora_file.parent), weight_name=lora_file.name, adapter_name=_LORA_ADAPTER)
-    # diffusers only warns when no key matches the transformer; serving the bare base model would be wrong.
-    if _LORA_ADAPTER not in pipeline.get_list_adapters().get("transformer", []):
-        raise ModelLoadError(model_id, f"its LoRA {lora.weight_name} matched no layer of the transformer")
-    if lora.fuse:
-        pipeline.fuse_lora(components=["transformer"], lora_scale=lora.scale)
-        # Fused weights stay; the PEFT wrapper modules (and their A/B copies) go.
-        pipeline.unload_lora_weights()
-    elif lora.scale != 1.0:
-        pipeline.set_adapters([_LORA_ADAPTER], adapter_weights=[lora.scale])
-    if lora.scheduler:
-        pipeline.scheduler = type(pipeline.scheduler).from_config(pipeline.scheduler.config, **dict(lora.scheduler))
-
 
 @dataclass
 class _StepTiming:
     denoise_s: float = 0.0
     decode_s: float = 0.0
-
-
-def _at_least(image: Image.Image, side: int) -> Image.Image:
-    """Scales an image up, keeping its aspect, until both sides reach `side`."""
-    scale = max(side / image.width, side / image.height)
-    if scale <= 1:
-        return image
-    return image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.LANCZOS)

@@ -32,11 +32,11 @@ class ModelLoadError(DiffusionError):
 
 
 class PlacementUnsupportedError(DiffusionError):
-    """The entry's placement needs hardware this machine does not have."""
+    """A plan's placement needs hardware this machine does not have."""
 
     def __init__(self, model_id: str, placement: str, device: str) -> None:
         super().__init__(
-            f"Model {model_id!r} uses placement {placement!r}, which needs a GPU; this service runs on {device!r}."
+            f"Model {model_id!r} was planned with {placement}, which needs a CUDA GPU; this service runs on {device!r}."
         )
         self.model_id = model_id
 
@@ -83,3 +83,36 @@ class GpuLeaseError(DiffusionError):
     def __init__(self, device: str, holder: str) -> None:
         super().__init__(f"Device {device} is leased by another diffusion process ({holder}).")
         self.device = device
+
+
+class ModelDoesNotFitError(DiffusionError):
+    """No plan the registry allows fits this machine's memory budgets."""
+
+    def __init__(
+        self,
+        model_id: str,
+        *,
+        device_budget: int,
+        host_budget: int,
+        smallest_device: int,
+        smallest_host: int,
+        smallest_plan: str,
+        width: int,
+        height: int,
+    ) -> None:
+        super().__init__(
+            f"Model {model_id!r} does not fit this machine at {width}x{height}: its smallest plan ({smallest_plan}) "
+            f"needs {_gib(smallest_device)} of device memory and {_gib(smallest_host)} of host RAM; the budgets are "
+            f"{_gib(device_budget)} and {_gib(host_budget)}. ListModels shows what fits."
+        )
+        self.model_id = model_id
+        self.device_budget = device_budget
+        self.host_budget = host_budget
+        self.smallest_device = smallest_device
+        self.smallest_host = smallest_host
+        self.width = width
+        self.height = height
+
+
+def _gib(size: int) -> str:
+    return f"{size / 1024**3:.1f} GiB"

@@ -15,6 +15,8 @@ from types import TracebackType
 import psutil
 import torch
 
+from adgen_diffusion.planner import Box, host_memory_bytes
+
 _LOGGER = logging.getLogger(__name__)
 
 _STATUS = Path("/proc/self/status")
@@ -56,6 +58,22 @@ def device_memory(device: torch.device) -> DeviceMemory:
         reserved=torch.cuda.memory_reserved(device),
         free=free,
         total=total,
+    )
+
+
+def detect_box(device: torch.device, device_budget: int | None = None, host_budget: int | None = None) -> Box:
+    """This machine as the planner sees it: detected memory unless a budget emulates a smaller box."""
+    host = host_budget if host_budget is not None else host_memory_bytes()
+    if device.type != "cuda":
+        return Box(device_bytes=host, host_bytes=host, accelerator=False, fp8_compute=False)
+    total = torch.cuda.get_device_properties(device).total_memory
+    major, minor = torch.cuda.get_device_capability(device)
+    # torchao float8 kernels need FP8 tensor cores: Ada (8.9) and newer.
+    return Box(
+        device_bytes=device_budget if device_budget is not None else total,
+        host_bytes=host,
+        accelerator=True,
+        fp8_compute=(major, minor) >= (8, 9),
     )
 
 

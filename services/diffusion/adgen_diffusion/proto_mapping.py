@@ -15,7 +15,8 @@ from adgen_diffusion.engine import JobOutput, ModelState, Progress, Stage, Unloa
 from adgen_diffusion.images import EncodedImage
 from adgen_diffusion.job_requests import MODEL_RESOURCE
 from adgen_diffusion.memory import MemoryReport
-from adgen_diffusion.registry import ModelEntry, Task
+from adgen_diffusion.planner import PlanDecision, Residency
+from adgen_diffusion.registry import ModelEntry, Quantization, Task
 from adgen_runtime.errors import (
     AdGenError,
     Cancelled,
@@ -41,6 +42,18 @@ _STAGES = {
     Stage.DECODING: progress_pb2.PROGRESS_STAGE_DECODING,
     Stage.DONE: progress_pb2.PROGRESS_STAGE_DONE,
 }
+_RESIDENCIES = {
+    Residency.DEVICE: pb.COMPONENT_RESIDENCY_DEVICE,
+    Residency.RELEASED: pb.COMPONENT_RESIDENCY_RELEASED_AFTER_ENCODE,
+    Residency.STREAMED: pb.COMPONENT_RESIDENCY_STREAMED_FROM_DISK,
+    Residency.HOST: pb.COMPONENT_RESIDENCY_HOST_OFFLOAD,
+}
+_QUANTIZATIONS = {
+    Quantization.NONE: pb.COMPONENT_QUANTIZATION_NONE,
+    Quantization.FLOAT8: pb.COMPONENT_QUANTIZATION_FLOAT8,
+    Quantization.INT8: pb.COMPONENT_QUANTIZATION_INT8,
+    Quantization.NF4: pb.COMPONENT_QUANTIZATION_NF4,
+}
 _IMAGE_FORMATS = {
     "png": image_pb2.IMAGE_FORMAT_PNG,
     "jpeg": image_pb2.IMAGE_FORMAT_JPEG,
@@ -48,7 +61,9 @@ _IMAGE_FORMATS = {
 }
 
 
-def model_proto(entry: ModelEntry, state: ModelState, *, available: bool, tiny: bool) -> pb.Model:
+def model_proto(
+    entry: ModelEntry, state: ModelState, *, available: bool, tiny: bool, plan: PlanDecision | None = None
+) -> pb.Model:
     return pb.Model(
         id=entry.id,
         display_name=entry.display_name,
@@ -64,6 +79,37 @@ def model_proto(entry: ModelEntry, state: ModelState, *, available: bool, tiny: 
         min_side=entry.min_side,
         max_side=entry.max_side,
         available_locally=available,
+        plan=plan_proto(plan) if plan is not None else None,
+    )
+
+
+def plan_proto(decision: PlanDecision) -> pb.MemoryPlan:
+    """The planner's decision: the chosen plan, or the smallest one considered when nothing fits."""
+    plan = decision.chosen or decision.smallest
+    return pb.MemoryPlan(
+        fits=decision.fits,
+        summary=plan.summary,
+        components=[
+            pb.ComponentPlacement(
+                component=c.name,
+                residency=_RESIDENCIES[c.residency],
+                quantization=_QUANTIZATIONS[c.quantization],
+                storage=c.storage,
+                prequantized=c.prequantized,
+                tiled=c.tiling,
+                weight_bytes=c.weight_bytes,
+            )
+            for c in plan.components
+        ],
+        peak_device_bytes=plan.peak_device_bytes,
+        peak_host_bytes=plan.peak_host_bytes,
+        weight_bytes=plan.weight_bytes,
+        quality_trade=plan.quality_trade,
+        device_budget_bytes=decision.box.device_bytes,
+        host_budget_bytes=decision.box.host_bytes,
+        variant_repo=plan.variant.repo if plan.variant is not None else "",
+        width=plan.width,
+        height=plan.height,
     )
 
 
@@ -141,6 +187,23 @@ def unload_incomplete(report: UnloadReport) -> Internal:
     )
 
 
+def does_not_fit(error: errors.ModelDoesNotFitError) -> FailedPrecondition:
+    """MODEL_DOES_NOT_FIT with the budgets and what the smallest plan needs, for programs to branch on."""
+    return FailedPrecondition(
+        reasons.ERROR_REASON_MODEL_DOES_NOT_FIT,
+        str(error),
+        resource=(MODEL_RESOURCE, error.model_id),
+        metadata={
+            "device_budget_bytes": str(error.device_budget),
+            "host_budget_bytes": str(error.host_budget),
+            "smallest_plan_device_bytes": str(error.smallest_device),
+            "smallest_plan_host_bytes": str(error.smallest_host),
+            "width": str(error.width),
+            "height": str(error.height),
+        },
+    )
+
+
 @contextlib.contextmanager
 def mapped_errors() -> Iterator[None]:
     """Engine errors as the statuses callers can act on; anything else stays a generic INTERNAL."""
@@ -164,6 +227,8 @@ def mapped_errors() -> Iterator[None]:
         raise FailedPrecondition(
             reasons.ERROR_REASON_MODEL_TASK_UNSUPPORTED, str(error), resource=(MODEL_RESOURCE, error.model_id)
         ) from None
+    except errors.ModelDoesNotFitError as error:
+        raise does_not_fit(error) from None
     except errors.ModelLoadError as error:
         raise FailedPrecondition(
             reasons.ERROR_REASON_MODEL_LOAD_FAILED, str(error), resource=(MODEL_RESOURCE, error.model_id)

@@ -12,8 +12,11 @@ from typing import Any
 
 from adgen_diffusion.errors import ModelNotFoundError
 
-PLACEMENTS = ("gpu", "model_offload", "sequential_offload", "group_offload")
 DTYPES = ("bfloat16", "float16", "float32")
+# The pipeline families an entry may name; each has one adapter in families.py.
+FAMILIES = ("flux2-klein", "z-image", "qwen-image-edit-plus")
+# Weighted components the planner places; their options come from [component_defaults] and the entry.
+COMPONENTS = ("transformer", "text_encoder", "vae")
 
 
 class Task(enum.Enum):
@@ -23,7 +26,46 @@ class Task(enum.Enum):
     IMAGE_EDIT = "image_edit"
 
 
+class Quantization(enum.Enum):
+    """How a component's weights are held in memory."""
+
+    NONE = "none"
+    # torchao float8 weight-only: needs FP8 tensor cores (compute capability 8.9+).
+    FLOAT8 = "float8"
+    # torchao int8 weight-only, per-row scales: any device.
+    INT8 = "int8"
+    # bitsandbytes NF4 (4-bit, blocks of 64): CUDA only.
+    NF4 = "nf4"
+
+
 SchedulerValue = float | int | bool | str
+
+
+@dataclass(frozen=True)
+class ComponentOptions:
+    """What the planner may do with one component of an entry."""
+
+    # On-load quantizations allowed, besides keeping the stored dtype.
+    quantize: tuple[Quantization, ...] = ()
+    # Text encoder only: load it for encoding, then free it before denoising.
+    release_after_encode: bool = False
+    # Group offload streamed from disk: for weights larger than host RAM.
+    stream_from_disk: bool = False
+    # VAE only: decode (and encode) in tiles.
+    tiling: bool = False
+
+
+@dataclass(frozen=True)
+class QuantizedVariant:
+    """A pre-quantized copy of an entry's weights in its own repository, with its own licence."""
+
+    name: str
+    repo: str
+    revision: str
+    license: str
+    commercial_use: bool
+    # Component → how it is stored there; components not named come from the entry's own repo.
+    quantized: tuple[tuple[str, Quantization], ...]
 
 
 @dataclass(frozen=True)
@@ -38,6 +80,8 @@ class LoraSpec:
     # Fused LoRAs cost nothing per step; the adapter modules are removed after fusing.
     fuse: bool = True
     scale: float = 1.0
+    # Bytes of the LoRA file (the planner counts it on the device when it stays an unfused adapter).
+    size_bytes: int = 0
     # Scheduler config values the LoRA was distilled with, applied over the base scheduler's config.
     scheduler: tuple[tuple[str, SchedulerValue], ...] = ()
 
@@ -50,7 +94,7 @@ class ModelEntry:
     display_name: str
     repo: str
     revision: str
-    pipeline_class: str
+    family: str
     tasks: frozenset[Task]
     default_steps: int
     default_guidance: float
@@ -59,8 +103,6 @@ class ModelEntry:
     max_side: int
     native_side: int
     dtype: str
-    placement: str
-    vae_tiling: bool
     license: str
     commercial_use: bool
     tiny: str
@@ -68,13 +110,21 @@ class ModelEntry:
     single_file: str | None = None
     config_repo: str | None = None
     lora: LoraSpec | None = None
+    components: tuple[tuple[str, ComponentOptions], ...] = ()
+    # Whole-pipeline model offload (weights in host RAM, components take turns on the device).
+    host_offload: bool = True
+    variants: tuple[QuantizedVariant, ...] = ()
 
     def supports(self, task: Task) -> bool:
         return task in self.tasks
 
+    def options(self, component: str) -> ComponentOptions:
+        return dict(self.components).get(component, ComponentOptions())
+
     @property
-    def needs_accelerator(self) -> bool:
-        return self.placement != "gpu"
+    def config_source(self) -> str:
+        """The repo whose configs describe the pipeline (a single-file entry's config repo)."""
+        return self.config_repo or self.repo
 
 
 @dataclass(frozen=True)
@@ -85,17 +135,19 @@ class TinyLimits:
     native_side: int
 
 
-def _entry(model_id: str, raw: dict[str, Any]) -> ModelEntry:
+def _entry(model_id: str, raw: dict[str, Any], component_defaults: dict[str, Any]) -> ModelEntry:
     fields = dict(raw)
     try:
         fields["tasks"] = frozenset(Task(t) for t in fields["tasks"])
         if "lora" in fields:
             fields["lora"] = _lora(fields["lora"])
+        fields["components"] = _components(component_defaults, fields.get("components", {}))
+        fields["variants"] = tuple(_variant(v) for v in fields.get("variants", []))
         entry = ModelEntry(id=model_id, **fields)
     except (TypeError, ValueError, KeyError) as error:
         raise ValueError(f"models.toml entry {model_id!r} is invalid: {error}") from error
-    if entry.placement not in PLACEMENTS:
-        raise ValueError(f"models.toml entry {model_id!r}: placement must be one of {PLACEMENTS}")
+    if entry.family not in FAMILIES:
+        raise ValueError(f"models.toml entry {model_id!r}: family must be one of {FAMILIES}")
     if entry.dtype not in DTYPES:
         raise ValueError(f"models.toml entry {model_id!r}: dtype must be one of {DTYPES}")
     if not entry.tasks:
@@ -108,6 +160,27 @@ def _entry(model_id: str, raw: dict[str, Any]) -> ModelEntry:
     if not 1 <= entry.min_steps <= entry.default_steps:
         raise ValueError(f"models.toml entry {model_id!r}: default_steps must be at least min_steps (>= 1)")
     return entry
+
+
+def _components(defaults: dict[str, Any], overrides: dict[str, Any]) -> tuple[tuple[str, ComponentOptions], ...]:
+    unknown = (set(defaults) | set(overrides)) - set(COMPONENTS)
+    if unknown:
+        raise ValueError(f"unknown components {sorted(unknown)}; known: {COMPONENTS}")
+    return tuple((name, _options({**defaults.get(name, {}), **overrides.get(name, {})})) for name in COMPONENTS)
+
+
+def _options(raw: dict[str, Any]) -> ComponentOptions:
+    fields = dict(raw)
+    fields["quantize"] = tuple(Quantization(q) for q in fields.get("quantize", ()))
+    return ComponentOptions(**fields)
+
+
+def _variant(raw: dict[str, Any]) -> QuantizedVariant:
+    fields = dict(raw)
+    fields["quantized"] = tuple(sorted((c, Quantization(q)) for c, q in fields["quantized"].items()))
+    if not {c for c, _ in fields["quantized"]} <= set(COMPONENTS):
+        raise ValueError(f"variant {fields.get('name')!r} quantizes unknown components")
+    return QuantizedVariant(**fields)
 
 
 def _lora(raw: dict[str, Any]) -> LoraSpec:
@@ -132,7 +205,8 @@ class ModelRegistry:
         else:
             text = path.read_text(encoding="utf-8")
         raw = tomllib.loads(text)
-        entries = {model_id: _entry(model_id, fields) for model_id, fields in raw.get("models", {}).items()}
+        defaults = raw.get("component_defaults", {})
+        entries = {model_id: _entry(model_id, fields, defaults) for model_id, fields in raw.get("models", {}).items()}
         limits = raw.get("tiny", {})
         tiny_limits = TinyLimits(
             min_side=int(limits.get("min_side", 32)), native_side=int(limits.get("native_side", 256))

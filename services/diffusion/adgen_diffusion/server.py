@@ -7,9 +7,10 @@ import logging
 
 from adgen.diffusion.v1 import diffusion_service_pb2_grpc as pb_grpc
 from adgen_diffusion.config import DiffusionSettings
-from adgen_diffusion.engine import DiffusionEngine, ImageJob, random_seed
+from adgen_diffusion.engine import DiffusionEngine, ImageJob, default_planner, random_seed, resolve_device
 from adgen_diffusion.errors import GpuLeaseError
 from adgen_diffusion.lease import GpuLease
+from adgen_diffusion.memory import detect_box
 from adgen_diffusion.registry import ModelRegistry, Task
 from adgen_diffusion.servicer import SERVICE_NAME, DiffusionServicer
 from adgen_diffusion.worker import GpuWorker
@@ -25,8 +26,7 @@ async def create_server(settings: DiffusionSettings, *, engine: DiffusionEngine 
     from the settings.
     """
     if engine is None:
-        registry = ModelRegistry.load(settings.registry_path, tiny=settings.tiny)
-        engine = DiffusionEngine(registry, settings.models_dir, settings.device)
+        engine = build_engine(settings)
     lease = GpuLease.acquire(engine.device, settings.lease_dir)
     worker = GpuWorker(engine, queue_max=settings.queue_max, max_overtakes=settings.max_overtakes)
     running: RunningServer | None = None
@@ -63,6 +63,20 @@ async def create_server(settings: DiffusionSettings, *, engine: DiffusionEngine 
             raise
     await running.set_ready(SERVICE_NAME, True)
     return running
+
+
+def build_engine(settings: DiffusionSettings) -> DiffusionEngine:
+    """The engine the settings describe, planning for the detected box or the budgets that emulate one."""
+    registry = ModelRegistry.load(settings.registry_path, tiny=settings.tiny)
+    device = resolve_device(settings.device)
+    planner = default_planner(
+        registry,
+        settings.models_dir,
+        detect_box(device, settings.device_memory_budget, settings.host_memory_budget),
+    )
+    return DiffusionEngine(
+        registry, settings.models_dir, settings.device, planner=planner, scratch_dir=settings.offload_dir
+    )
 
 
 async def _warm_up(worker: GpuWorker, settings: DiffusionSettings) -> None:

@@ -12,9 +12,11 @@ from adgen.diffusion.v1 import diffusion_service_pb2 as pb
 from adgen.diffusion.v1 import diffusion_service_pb2_grpc as pb_grpc
 from adgen_diffusion.config import DiffusionSettings
 from adgen_diffusion.engine import Progress, ProgressSink, UnloadReport
+from adgen_diffusion.errors import ModelNotCachedError
 from adgen_diffusion.images import encode_image
 from adgen_diffusion.job_requests import PreparedJob, prepare_edit, prepare_generate, registry_entry
 from adgen_diffusion.memory import MemoryReport
+from adgen_diffusion.planner import PlanDecision
 from adgen_diffusion.proto_mapping import (
     duration,
     generated_images,
@@ -60,19 +62,23 @@ class DiffusionServicer(pb_grpc.DiffusionServiceServicer):
 
     async def ListModels(self, request: pb.ListModelsRequest, context: Context) -> pb.ListModelsResponse:
         entries = list(self.registry)
-        available = await asyncio.to_thread(lambda: [self.engine.is_available(e) for e in entries])
-        return pb.ListModelsResponse(models=[self._model(e, a) for e, a in zip(entries, available, strict=True)])
+        # Cache lookups and planning (meta-device sizing on first use) are blocking: off the event loop.
+        facts = await asyncio.to_thread(lambda: [(self.engine.is_available(e), self._plan(e.id)) for e in entries])
+        return pb.ListModelsResponse(
+            models=[self._model(e, available, plan) for e, (available, plan) in zip(entries, facts, strict=True)]
+        )
 
     async def LoadModel(self, request: pb.LoadModelRequest, context: Context) -> pb.LoadModelResponse:
         model_id = request.model_id.strip()
         if not model_id:
             raise invalid_fields([FieldViolation("model_id", "must name a registry model")])
         entry = registry_entry(self.registry, model_id)
+        await self._require_fit(entry.id)
         done = await self._submit(entry.id, lambda progress, _: self.engine.load(entry.id, progress))
         report = done.value
         unloaded = report.unloaded.model_id if report.unloaded is not None else None
         return pb.LoadModelResponse(
-            model=self._model(entry, True),
+            model=self._model(entry, True, await asyncio.to_thread(self._plan, entry.id)),
             memory=memory_proto(report.memory),
             load_duration=duration(report.duration_s),
             unloaded_model_id=unloaded or "",
@@ -103,14 +109,14 @@ class DiffusionServicer(pb_grpc.DiffusionServiceServicer):
     # ----- jobs -----
 
     async def Generate(self, request: pb.GenerateRequest, context: Context) -> pb.GenerateResponse:
-        prepared = self._prepare_generate(request, prefix="")
+        prepared = await self._prepare_generate(request, prefix="")
         images, info = await self._execute(prepared, context, None)
         return pb.GenerateResponse(images=images, info=info)
 
     async def StreamGenerate(
         self, request: pb.StreamGenerateRequest, context: Context
     ) -> AsyncIterator[pb.StreamGenerateResponse]:
-        prepared = self._prepare_generate(request.request, prefix="request.")
+        prepared = await self._prepare_generate(request.request, prefix="request.")
         async for event in self._stream(prepared, context):
             if isinstance(event, Progress):
                 yield pb.StreamGenerateResponse(progress=progress_proto(event))
@@ -132,14 +138,16 @@ class DiffusionServicer(pb_grpc.DiffusionServiceServicer):
 
     # ----- validate -----
 
-    def _prepare_generate(self, request: pb.GenerateRequest, *, prefix: str) -> PreparedJob:
+    async def _prepare_generate(self, request: pb.GenerateRequest, *, prefix: str) -> PreparedJob:
         entry = registry_entry(self.registry, request.model_id or self.settings.default_model)
-        return prepare_generate(request, entry, prefix=prefix)
+        prepared = prepare_generate(request, entry, prefix=prefix)
+        await self._require_fit(entry.id, prepared)
+        return prepared
 
     async def _prepare_edit(self, request: pb.EditRequest, *, prefix: str) -> PreparedJob:
         entry = registry_entry(self.registry, request.model_id or self.settings.default_edit_model)
         # Decoding a photo of up to max_input_pixels is blocking work: off the event loop.
-        return await asyncio.to_thread(
+        prepared = await asyncio.to_thread(
             lambda: prepare_edit(
                 request,
                 entry,
@@ -148,6 +156,17 @@ class DiffusionServicer(pb_grpc.DiffusionServiceServicer):
                 prefix=prefix,
             )
         )
+        await self._require_fit(entry.id, prepared)
+        return prepared
+
+    async def _require_fit(self, model_id: str, prepared: PreparedJob | None = None) -> None:
+        """MODEL_DOES_NOT_FIT before queueing, so a job that can never run does not wait (the engine checks again)."""
+        job = prepared.job if prepared is not None else None
+        with mapped_errors():
+            if job is None:
+                await asyncio.to_thread(self.engine.require_fit, model_id)
+            else:
+                await asyncio.to_thread(self.engine.require_fit, model_id, job.width, job.height, job.task)
 
     # ----- run -----
 
@@ -225,9 +244,16 @@ class DiffusionServicer(pb_grpc.DiffusionServiceServicer):
 
     # ----- map -----
 
-    def _model(self, entry: ModelEntry, available: bool) -> pb.Model:
+    def _plan(self, model_id: str) -> PlanDecision | None:
+        """The planner's decision, or None where it cannot plan (a tiny twin that is not built)."""
+        try:
+            return self.engine.plan(model_id)
+        except ModelNotCachedError:
+            return None
+
+    def _model(self, entry: ModelEntry, available: bool, plan: PlanDecision | None) -> pb.Model:
         state = self.engine.state_of(entry.id)
-        return model_proto(entry, state, available=available, tiny=self.registry.tiny)
+        return model_proto(entry, state, available=available, tiny=self.registry.tiny, plan=plan)
 
     async def _report_cleanliness(self) -> None:
         """Readiness follows the engine: NOT_SERVING after an unverified unload, SERVING once clean again."""

@@ -6,12 +6,11 @@ import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import torch
 from huggingface_hub import hf_hub_download, is_offline_mode, snapshot_download
 from huggingface_hub.errors import LocalEntryNotFoundError
 
 from adgen_diffusion.errors import ModelNotCachedError
-from adgen_diffusion.registry import ModelEntry
+from adgen_diffusion.registry import ModelEntry, QuantizedVariant
 from adgen_diffusion.tiny import is_built, tiny_dir
 
 _LOGGER = logging.getLogger(__name__)
@@ -36,6 +35,13 @@ class WeightsLocation:
     pipeline_dir: Path
     single_file: Path | None = None
     lora_file: Path | None = None
+
+
+def with_variant(entry: ModelEntry, variant: QuantizedVariant | None) -> ModelEntry:
+    """The entry as a plan loads it: from a pre-quantized variant's repo when the plan names one."""
+    if variant is None:
+        return entry
+    return replace(entry, repo=variant.repo, revision=variant.revision, single_file=None, config_repo=None)
 
 
 def _tiny_location(entry: ModelEntry, models_dir: Path) -> WeightsLocation:
@@ -129,13 +135,3 @@ def _download_base(entry: ModelEntry) -> WeightsLocation:
     config_dir = snapshot_download(entry.config_repo or entry.repo, allow_patterns=_CONFIG_REPO_PATTERNS)
     file_dir = snapshot_download(entry.repo, revision=entry.revision, allow_patterns=[entry.single_file])
     return WeightsLocation(Path(config_dir), Path(file_dir) / entry.single_file)
-
-
-def load_single_file_transformer(
-    entry: ModelEntry, location: WeightsLocation, *, dtype: torch.dtype, device: torch.device | None
-) -> torch.nn.Module:
-    """The transformer of a single-file entry, with its config from the pipeline directory (never the Hub)."""
-    from adgen_diffusion.single_file import load_transformer
-
-    assert location.single_file is not None
-    return load_transformer(location.single_file, location.pipeline_dir, dtype=dtype, device=device, model_id=entry.id)

@@ -12,15 +12,17 @@ import pytest
 import torch
 from PIL import Image
 
-from adgen_diffusion.engine import DiffusionEngine, ImageJob, Progress, Stage, remove_pipeline_hooks
+from adgen_diffusion.engine import DiffusionEngine, ImageJob, Progress, Stage
 from adgen_diffusion.errors import (
     JobCancelledError,
     ModelNotCachedError,
     PlacementUnsupportedError,
     TaskUnsupportedError,
 )
+from adgen_diffusion.loader import remove_pipeline_hooks
 from adgen_diffusion.memory import host_rss_bytes
-from adgen_diffusion.registry import ModelRegistry, Task
+from adgen_diffusion.planner import Residency
+from adgen_diffusion.registry import ModelRegistry, Quantization, Task
 
 SIDE = 64
 
@@ -160,10 +162,22 @@ def test_text_to_image_on_an_edit_only_model_is_refused(engine: DiffusionEngine)
         _run(engine, _job("qwen-image-edit-2511", Task.TEXT_TO_IMAGE))
 
 
-def test_offload_placement_is_refused_on_cpu_without_unloading(engine: DiffusionEngine) -> None:
+@pytest.mark.parametrize(
+    ("transformer", "text_encoder"),
+    [
+        ((Quantization.NF4, Residency.DEVICE), (Quantization.NONE, Residency.DEVICE)),
+        ((Quantization.FLOAT8, Residency.DEVICE), (Quantization.NONE, Residency.DEVICE)),
+        ((Quantization.NONE, Residency.HOST), (Quantization.NONE, Residency.HOST)),
+    ],
+)
+def test_cuda_only_placements_are_refused_on_cpu_without_unloading(
+    engine: DiffusionEngine, transformer: tuple[Quantization, Residency], text_encoder: tuple[Quantization, Residency]
+) -> None:
     _run(engine, _job("z-image-turbo"))
-    with pytest.raises(PlacementUnsupportedError, match="needs a GPU"):
-        engine.load("flux2-klein-9b")
+    entry = engine.registry.get("flux2-klein-9b")
+    plan = engine.planner.plan_with(entry, transformer=transformer, text_encoder=text_encoder)
+    with pytest.raises(PlacementUnsupportedError, match="needs a CUDA GPU"):
+        engine.load("flux2-klein-9b", plan=plan)
     assert engine.loaded_model_id == "z-image-turbo"
 
 

@@ -41,7 +41,7 @@ def test_licences_mark_klein_9b_non_commercial_and_the_rest_commercial() -> None
 def test_entries_declare_tasks_steps_and_weights_source() -> None:
     registry = ModelRegistry.load()
     z_image = registry.get("z-image-turbo")
-    assert (z_image.default_steps, z_image.default_guidance, z_image.tasks) == (9, 0.0, frozenset({Task.TEXT_TO_IMAGE}))
+    assert (z_image.default_steps, z_image.default_guidance, z_image.tasks) == (8, 0.0, frozenset({Task.TEXT_TO_IMAGE}))
     qwen = registry.get("qwen-image-edit-2511")
     assert qwen.tasks == {Task.IMAGE_EDIT} and qwen.repo == "Qwen/Qwen-Image-Edit-2511"
     fp8 = registry.get("flux2-klein-9b-fp8")
@@ -62,18 +62,43 @@ def test_tiny_mode_keeps_public_ids_and_relaxes_size_limits() -> None:
     assert tiny.get("flux2-klein-4b").min_side == tiny.tiny_limits.min_side < 256
 
 
-def test_entry_with_unknown_placement_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "models.toml"
-    text = (Path(__file__).parents[3] / "services/diffusion/adgen_diffusion/models.toml").read_text()
-    path.write_text(text.replace('placement = "gpu"', 'placement = "teleport"', 1))
-    with pytest.raises(ValueError, match="placement"):
-        ModelRegistry.load(path)
+def test_z_image_turbo_runs_the_eight_forwards_it_was_distilled_for() -> None:
+    # diffusers 0.42.1: N steps are N transformer forwards (sigmas linspace(1, 1/N, N)).
+    assert ModelRegistry.load().get("z-image-turbo").default_steps == 8
 
 
 @pytest.mark.parametrize(
     ("original", "broken", "complaint"),
     [
-        ("default_steps = 9", "default_steps = 0", "default_steps"),
+        ('family = "z-image"', 'family = "teleport"', "family"),
+        ('quantize = ["int8", "nf4"]', 'quantize = ["int3"]', "int3"),
+        ("[component_defaults.vae]", "[component_defaults.unet]", "unknown components"),
+    ],
+)
+def test_entry_with_an_unknown_family_or_option_is_refused(
+    tmp_path: Path, original: str, broken: str, complaint: str
+) -> None:
+    path = tmp_path / "models.toml"
+    text = (Path(__file__).parents[3] / "services/diffusion/adgen_diffusion/models.toml").read_text()
+    assert original in text
+    path.write_text(text.replace(original, broken, 1))
+    with pytest.raises(ValueError, match=complaint):
+        ModelRegistry.load(path)
+
+
+def test_every_family_adapter_names_a_diffusers_pipeline() -> None:
+    import diffusers
+
+    from adgen_diffusion.families import family_of
+
+    for entry in ModelRegistry.load():
+        assert hasattr(diffusers, family_of(entry.family).pipeline_class)
+
+
+@pytest.mark.parametrize(
+    ("original", "broken", "complaint"),
+    [
+        ("default_steps = 8", "default_steps = 0", "default_steps"),
         ("native_side = 1024", "native_side = 1000", "native_side"),
     ],
 )

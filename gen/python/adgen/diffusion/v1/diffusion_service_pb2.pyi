@@ -82,6 +82,70 @@ MODEL_STATE_FAILED: ModelState.ValueType  # 5
 """The last load or unload failed; see the service log."""
 Global___ModelState: _TypeAlias = ModelState  # noqa: Y015
 
+class _ComponentResidency:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ComponentResidencyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ComponentResidency.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    COMPONENT_RESIDENCY_UNSPECIFIED: _ComponentResidency.ValueType  # 0
+    """Not set."""
+    COMPONENT_RESIDENCY_DEVICE: _ComponentResidency.ValueType  # 1
+    """Resident on the device."""
+    COMPONENT_RESIDENCY_RELEASED_AFTER_ENCODE: _ComponentResidency.ValueType  # 2
+    """A text encoder read onto the device for encoding each job and freed before denoising."""
+    COMPONENT_RESIDENCY_STREAMED_FROM_DISK: _ComponentResidency.ValueType  # 3
+    """Group offload streamed from disk: one block group at a time on the device."""
+    COMPONENT_RESIDENCY_HOST_OFFLOAD: _ComponentResidency.ValueType  # 4
+    """Model offload: weights in host RAM, on the device only while the component runs."""
+
+class ComponentResidency(_ComponentResidency, metaclass=_ComponentResidencyEnumTypeWrapper):
+    """Where a component's weights live between and during jobs."""
+
+COMPONENT_RESIDENCY_UNSPECIFIED: ComponentResidency.ValueType  # 0
+"""Not set."""
+COMPONENT_RESIDENCY_DEVICE: ComponentResidency.ValueType  # 1
+"""Resident on the device."""
+COMPONENT_RESIDENCY_RELEASED_AFTER_ENCODE: ComponentResidency.ValueType  # 2
+"""A text encoder read onto the device for encoding each job and freed before denoising."""
+COMPONENT_RESIDENCY_STREAMED_FROM_DISK: ComponentResidency.ValueType  # 3
+"""Group offload streamed from disk: one block group at a time on the device."""
+COMPONENT_RESIDENCY_HOST_OFFLOAD: ComponentResidency.ValueType  # 4
+"""Model offload: weights in host RAM, on the device only while the component runs."""
+Global___ComponentResidency: _TypeAlias = ComponentResidency  # noqa: Y015
+
+class _ComponentQuantization:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ComponentQuantizationEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ComponentQuantization.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    COMPONENT_QUANTIZATION_UNSPECIFIED: _ComponentQuantization.ValueType  # 0
+    """Not set."""
+    COMPONENT_QUANTIZATION_NONE: _ComponentQuantization.ValueType  # 1
+    """The stored dtype (bfloat16)."""
+    COMPONENT_QUANTIZATION_FLOAT8: _ComponentQuantization.ValueType  # 2
+    """8-bit floating point (torchao float8 weight-only, or FP8 as stored in a single file)."""
+    COMPONENT_QUANTIZATION_INT8: _ComponentQuantization.ValueType  # 3
+    """8-bit integers with per-row scales (torchao int8 weight-only)."""
+    COMPONENT_QUANTIZATION_NF4: _ComponentQuantization.ValueType  # 4
+    """4-bit NormalFloat in blocks of 64 (bitsandbytes)."""
+
+class ComponentQuantization(_ComponentQuantization, metaclass=_ComponentQuantizationEnumTypeWrapper):
+    """How a component's weights are held in memory."""
+
+COMPONENT_QUANTIZATION_UNSPECIFIED: ComponentQuantization.ValueType  # 0
+"""Not set."""
+COMPONENT_QUANTIZATION_NONE: ComponentQuantization.ValueType  # 1
+"""The stored dtype (bfloat16)."""
+COMPONENT_QUANTIZATION_FLOAT8: ComponentQuantization.ValueType  # 2
+"""8-bit floating point (torchao float8 weight-only, or FP8 as stored in a single file)."""
+COMPONENT_QUANTIZATION_INT8: ComponentQuantization.ValueType  # 3
+"""8-bit integers with per-row scales (torchao int8 weight-only)."""
+COMPONENT_QUANTIZATION_NF4: ComponentQuantization.ValueType  # 4
+"""4-bit NormalFloat in blocks of 64 (bitsandbytes)."""
+Global___ComponentQuantization: _TypeAlias = ComponentQuantization  # noqa: Y015
+
 @_typing.final
 class Model(_message.Message):
     """A model the service is allowed to run."""
@@ -102,6 +166,7 @@ class Model(_message.Message):
     MIN_SIDE_FIELD_NUMBER: _builtins.int
     MAX_SIDE_FIELD_NUMBER: _builtins.int
     AVAILABLE_LOCALLY_FIELD_NUMBER: _builtins.int
+    PLAN_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Registry id, e.g. "flux2-klein-4b". The only way callers name a model."""
     display_name: _builtins.str
@@ -132,6 +197,12 @@ class Model(_message.Message):
     def tasks(self) -> _containers.RepeatedScalarFieldContainer[Global___ModelTask.ValueType]:
         """Tasks this model supports."""
 
+    @_builtins.property
+    def plan(self) -> Global___MemoryPlan:
+        """How the memory planner would run this model on this machine at its native size: whether any plan fits,
+        the chosen plan and its predicted peaks. LoadModel, Generate and Edit load under such a plan.
+        """
+
     def __init__(
         self,
         *,
@@ -149,14 +220,129 @@ class Model(_message.Message):
         min_side: _builtins.int = ...,
         max_side: _builtins.int = ...,
         available_locally: _builtins.bool = ...,
+        plan: Global___MemoryPlan | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["plan", b"plan"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["available_locally", b"available_locally", "commercial_use", b"commercial_use", "default_guidance_scale", b"default_guidance_scale", "default_steps", b"default_steps", "display_name", b"display_name", "id", b"id", "license", b"license", "max_side", b"max_side", "min_side", b"min_side", "revision", b"revision", "size_multiple", b"size_multiple", "source", b"source", "state", b"state", "tasks", b"tasks"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["available_locally", b"available_locally", "commercial_use", b"commercial_use", "default_guidance_scale", b"default_guidance_scale", "default_steps", b"default_steps", "display_name", b"display_name", "id", b"id", "license", b"license", "max_side", b"max_side", "min_side", b"min_side", "plan", b"plan", "revision", b"revision", "size_multiple", b"size_multiple", "source", b"source", "state", b"state", "tasks", b"tasks"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Model: _TypeAlias = Model  # noqa: Y015
+
+@_typing.final
+class ComponentPlacement(_message.Message):
+    """How one component of a model lives under a plan."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COMPONENT_FIELD_NUMBER: _builtins.int
+    RESIDENCY_FIELD_NUMBER: _builtins.int
+    QUANTIZATION_FIELD_NUMBER: _builtins.int
+    STORAGE_FIELD_NUMBER: _builtins.int
+    PREQUANTIZED_FIELD_NUMBER: _builtins.int
+    TILED_FIELD_NUMBER: _builtins.int
+    WEIGHT_BYTES_FIELD_NUMBER: _builtins.int
+    component: _builtins.str
+    """Component name in the pipeline: "transformer", "text_encoder" or "vae"."""
+    residency: Global___ComponentResidency.ValueType
+    """Where its weights live."""
+    quantization: Global___ComponentQuantization.ValueType
+    """How its weights are held."""
+    storage: _builtins.str
+    """The in-memory format of its weights, e.g. "bfloat16", "float8_e4m3fn", "int8", "nf4"."""
+    prequantized: _builtins.bool
+    """True when the weights arrive quantized (a pre-quantized file or variant), false when quantized on load."""
+    tiled: _builtins.bool
+    """VAE only: decoding and encoding run in tiles."""
+    weight_bytes: _builtins.int
+    """Bytes of its weights once loaded."""
+    def __init__(
+        self,
+        *,
+        component: _builtins.str = ...,
+        residency: Global___ComponentResidency.ValueType = ...,
+        quantization: Global___ComponentQuantization.ValueType = ...,
+        storage: _builtins.str = ...,
+        prequantized: _builtins.bool = ...,
+        tiled: _builtins.bool = ...,
+        weight_bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["component", b"component", "prequantized", b"prequantized", "quantization", b"quantization", "residency", b"residency", "storage", b"storage", "tiled", b"tiled", "weight_bytes", b"weight_bytes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ComponentPlacement: _TypeAlias = ComponentPlacement  # noqa: Y015
+
+@_typing.final
+class MemoryPlan(_message.Message):
+    """The memory planner's decision for one model on this machine."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FITS_FIELD_NUMBER: _builtins.int
+    SUMMARY_FIELD_NUMBER: _builtins.int
+    COMPONENTS_FIELD_NUMBER: _builtins.int
+    PEAK_DEVICE_BYTES_FIELD_NUMBER: _builtins.int
+    PEAK_HOST_BYTES_FIELD_NUMBER: _builtins.int
+    WEIGHT_BYTES_FIELD_NUMBER: _builtins.int
+    QUALITY_TRADE_FIELD_NUMBER: _builtins.int
+    DEVICE_BUDGET_BYTES_FIELD_NUMBER: _builtins.int
+    HOST_BUDGET_BYTES_FIELD_NUMBER: _builtins.int
+    VARIANT_REPO_FIELD_NUMBER: _builtins.int
+    WIDTH_FIELD_NUMBER: _builtins.int
+    HEIGHT_FIELD_NUMBER: _builtins.int
+    fits: _builtins.bool
+    """Whether some plan fits both budgets; false means LoadModel, Generate and Edit answer MODEL_DOES_NOT_FIT."""
+    summary: _builtins.str
+    """The chosen plan in words (when none fits, the smallest plan considered)."""
+    peak_device_bytes: _builtins.int
+    """Predicted peak device memory of a job at the planned size, margins included."""
+    peak_host_bytes: _builtins.int
+    """Predicted peak host memory (anonymous, the service process included)."""
+    weight_bytes: _builtins.int
+    """Bytes of all weights once loaded."""
+    quality_trade: _builtins.str
+    """What the plan gives up against the stored weights, e.g. "transformer nf4, text encoder int8"; "none" when nothing."""
+    device_budget_bytes: _builtins.int
+    """Device memory the planner may use on this machine."""
+    host_budget_bytes: _builtins.int
+    """Host memory the planner may use on this machine."""
+    variant_repo: _builtins.str
+    """Repository of the pre-quantized variant the plan loads instead of the model's own, if any."""
+    width: _builtins.int
+    """Width in pixels the prediction is for."""
+    height: _builtins.int
+    """Height in pixels the prediction is for."""
+    @_builtins.property
+    def components(self) -> _containers.RepeatedCompositeFieldContainer[Global___ComponentPlacement]:
+        """The chosen plan per component (when none fits, the smallest plan considered)."""
+
+    def __init__(
+        self,
+        *,
+        fits: _builtins.bool = ...,
+        summary: _builtins.str = ...,
+        components: _abc.Iterable[Global___ComponentPlacement] | None = ...,
+        peak_device_bytes: _builtins.int = ...,
+        peak_host_bytes: _builtins.int = ...,
+        weight_bytes: _builtins.int = ...,
+        quality_trade: _builtins.str = ...,
+        device_budget_bytes: _builtins.int = ...,
+        host_budget_bytes: _builtins.int = ...,
+        variant_repo: _builtins.str = ...,
+        width: _builtins.int = ...,
+        height: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["components", b"components", "device_budget_bytes", b"device_budget_bytes", "fits", b"fits", "height", b"height", "host_budget_bytes", b"host_budget_bytes", "peak_device_bytes", b"peak_device_bytes", "peak_host_bytes", b"peak_host_bytes", "quality_trade", b"quality_trade", "summary", b"summary", "variant_repo", b"variant_repo", "weight_bytes", b"weight_bytes", "width", b"width"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MemoryPlan: _TypeAlias = MemoryPlan  # noqa: Y015
 
 @_typing.final
 class MemoryReport(_message.Message):

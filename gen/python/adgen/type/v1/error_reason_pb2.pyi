@@ -66,6 +66,10 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """An unexpected server fault; details are in the server log under the request id (INTERNAL)."""
     ERROR_REASON_REQUEST_ID_REUSED: _ErrorReason.ValueType  # 21
     """The request_id (idempotency key) was already used for a different request (INVALID_ARGUMENT)."""
+    ERROR_REASON_MODEL_DOES_NOT_FIT: _ErrorReason.ValueType  # 22
+    """No memory plan of the model fits this machine's device and host budgets; the details carry the budgets
+    and what the smallest plan needs (FAILED_PRECONDITION).
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Machine-readable reasons carried in `google.rpc.ErrorInfo.reason` of every error the
@@ -118,4 +122,8 @@ ERROR_REASON_INTERNAL: ErrorReason.ValueType  # 20
 """An unexpected server fault; details are in the server log under the request id (INTERNAL)."""
 ERROR_REASON_REQUEST_ID_REUSED: ErrorReason.ValueType  # 21
 """The request_id (idempotency key) was already used for a different request (INVALID_ARGUMENT)."""
+ERROR_REASON_MODEL_DOES_NOT_FIT: ErrorReason.ValueType  # 22
+"""No memory plan of the model fits this machine's device and host budgets; the details carry the budgets
+and what the smallest plan needs (FAILED_PRECONDITION).
+"""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
