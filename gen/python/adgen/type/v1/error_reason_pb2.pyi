@@ -70,6 +70,16 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """No memory plan of the model fits this machine's device and host budgets; the details carry the budgets
     and what the smallest plan needs (FAILED_PRECONDITION).
     """
+    ERROR_REASON_FONT_UNAVAILABLE: _ErrorReason.ValueType  # 23
+    """The font a text overlay needs is not installed on the server (FAILED_PRECONDITION)."""
+    ERROR_REASON_LLM_MISCONFIGURED: _ErrorReason.ValueType  # 24
+    """The language model endpoint refused the service's credentials (401/403): a configuration error that a
+    retry cannot fix (FAILED_PRECONDITION).
+    """
+    ERROR_REASON_MESSAGE_TOO_LARGE: _ErrorReason.ValueType  # 25
+    """A request message is larger than the server accepts; `ErrorInfo.metadata` carries the limit in bytes
+    (RESOURCE_EXHAUSTED).
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Machine-readable reasons carried in `google.rpc.ErrorInfo.reason` of every error the
@@ -125,5 +135,15 @@ ERROR_REASON_REQUEST_ID_REUSED: ErrorReason.ValueType  # 21
 ERROR_REASON_MODEL_DOES_NOT_FIT: ErrorReason.ValueType  # 22
 """No memory plan of the model fits this machine's device and host budgets; the details carry the budgets
 and what the smallest plan needs (FAILED_PRECONDITION).
+"""
+ERROR_REASON_FONT_UNAVAILABLE: ErrorReason.ValueType  # 23
+"""The font a text overlay needs is not installed on the server (FAILED_PRECONDITION)."""
+ERROR_REASON_LLM_MISCONFIGURED: ErrorReason.ValueType  # 24
+"""The language model endpoint refused the service's credentials (401/403): a configuration error that a
+retry cannot fix (FAILED_PRECONDITION).
+"""
+ERROR_REASON_MESSAGE_TOO_LARGE: ErrorReason.ValueType  # 25
+"""A request message is larger than the server accepts; `ErrorInfo.metadata` carries the limit in bytes
+(RESOURCE_EXHAUSTED).
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
