@@ -48,14 +48,12 @@ buf: $(STAMP) ## buf lint, format and breaking-change checks on protos/.
 
 readme: $(STAMP) ## Regenerate the README's settings and memory-plan tables from the code.
 	$(BIN)/python scripts/readme_settings.py
-	$(BIN)/python scripts/readme_plans.py
 
 lint: $(STAMP) ## ruff, ruff format, mypy (strict) and the README's settings tables.
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy services clients tests bench scripts
 	$(BIN)/python scripts/readme_settings.py --check
-	$(BIN)/python scripts/readme_plans.py --check
 
 system-deps: ## Check the Debian packages the suite needs (CI installs them in .ci/run).
 	@[ -n "$$(fc-list "$(SYSTEM_FONT)" 2>/dev/null)" ] || { echo "missing font $(SYSTEM_FONT): sudo apt-get install fonts-noto-cjk"; exit 1; }

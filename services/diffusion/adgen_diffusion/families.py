@@ -21,6 +21,8 @@ _PIXELS_PER_TOKEN_SIDE = 16
 # The reference image Qwen-Image-Edit-Plus encodes with its VAE, and the one its vision tower sees (pixels).
 _QWEN_VAE_IMAGE_PIXELS = 1024 * 1024
 _QWEN_CONDITION_IMAGE_PIXELS = 384 * 384
+# klein and Z-Image pad prompts to their text encoders' max_sequence_length.
+_MAX_TEXT_TOKENS = 512
 
 
 @dataclass(frozen=True)
@@ -72,17 +74,44 @@ def _image_tokens(width: int, height: int) -> int:
     return (width // _PIXELS_PER_TOKEN_SIDE) * (height // _PIXELS_PER_TOKEN_SIDE)
 
 
-def _text_shape(config: Mapping[str, Any]) -> tuple[int, int, int]:
-    """(hidden, layers, intermediate) of a transformers text config, nested (VL models) or flat."""
-    text = config.get("text_config", config)
-    return int(text["hidden_size"]), int(text["num_hidden_layers"]), int(text["intermediate_size"])
+@dataclass(frozen=True)
+class _VaeShape:
+    channels: int
+    tile_side: int
+    kind: str = "kl"
 
 
-def _kl_vae(config: Mapping[str, Any]) -> tuple[int, int]:
-    """(widest full-resolution channels, tile side) of an AutoencoderKL-style decoder."""
-    channels = list(config["block_out_channels"])
-    # The last up block runs at full resolution on the input of the second-widest level.
-    return int(channels[1]), int(config.get("sample_size", 512))
+def _kl_vae(config: Mapping[str, Any]) -> _VaeShape:
+    """An AutoencoderKL-style decoder: its last up block runs at full resolution on the second-widest level."""
+    return _VaeShape(channels=int(list(config["block_out_channels"])[1]), tile_side=int(config.get("sample_size", 512)))
+
+
+def _workload(
+    configs: Mapping[str, Mapping[str, Any]],
+    *,
+    image_tokens: int,
+    transformer_width: int,
+    transformer_blocks: int,
+    text_tokens: int,
+    vae_pixels: int,
+    vae: _VaeShape | None = None,
+) -> Workload:
+    """A family's workload: its own token counts and widths, the text encoder's and VAE's shapes from their configs."""
+    text = configs["text_encoder"].get("text_config", configs["text_encoder"])
+    vae = vae or _kl_vae(configs["vae"])
+    return Workload(
+        transformer_tokens=image_tokens + text_tokens,
+        transformer_width=transformer_width,
+        transformer_blocks=transformer_blocks,
+        text_tokens=text_tokens,
+        text_width=int(text["hidden_size"]),
+        text_layers=int(text["num_hidden_layers"]),
+        text_intermediate=int(text["intermediate_size"]),
+        vae_pixels=vae_pixels,
+        vae_channels=vae.channels,
+        vae_tile_pixels=vae.tile_side**2,
+        vae_kind=vae.kind,
+    )
 
 
 class Flux2KleinFamily:
@@ -107,21 +136,14 @@ class Flux2KleinFamily:
 
     def workload(self, configs: Mapping[str, Mapping[str, Any]], width: int, height: int, task: Task) -> Workload:
         transformer = configs["transformer"]
-        hidden, layers, intermediate = _text_shape(configs["text_encoder"])
-        text_tokens = 512
-        tokens = _image_tokens(width, height) * (2 if task is Task.IMAGE_EDIT else 1) + text_tokens
-        channels, tile = _kl_vae(configs["vae"])
-        return Workload(
-            transformer_tokens=tokens,
+        references = 1 if task is Task.IMAGE_EDIT else 0
+        return _workload(
+            configs,
+            image_tokens=_image_tokens(width, height) * (1 + references),
             transformer_width=int(transformer["num_attention_heads"]) * int(transformer["attention_head_dim"]),
             transformer_blocks=int(transformer["num_layers"]) + int(transformer["num_single_layers"]),
-            text_tokens=text_tokens,
-            text_width=hidden,
-            text_layers=layers,
-            text_intermediate=intermediate,
+            text_tokens=_MAX_TEXT_TOKENS,
             vae_pixels=width * height,
-            vae_channels=channels,
-            vae_tile_pixels=tile * tile,
         )
 
 
@@ -138,22 +160,15 @@ class ZImageFamily:
         return {}
 
     def workload(self, configs: Mapping[str, Mapping[str, Any]], width: int, height: int, task: Task) -> Workload:
-        hidden, layers, intermediate = _text_shape(configs["text_encoder"])
-        text_tokens = 512
-        channels, tile = _kl_vae(configs["vae"])
-        return Workload(
-            transformer_tokens=_image_tokens(width, height) + text_tokens,
-            transformer_width=int(configs["transformer"]["dim"]),
+        transformer = configs["transformer"]
+        return _workload(
+            configs,
+            image_tokens=_image_tokens(width, height),
+            transformer_width=int(transformer["dim"]),
             # The main layers plus the noise and caption refiners.
-            transformer_blocks=int(configs["transformer"]["n_layers"])
-            + 2 * int(configs["transformer"]["n_refiner_layers"]),
-            text_tokens=text_tokens,
-            text_width=hidden,
-            text_layers=layers,
-            text_intermediate=intermediate,
+            transformer_blocks=int(transformer["n_layers"]) + 2 * int(transformer["n_refiner_layers"]),
+            text_tokens=_MAX_TEXT_TOKENS,
             vae_pixels=width * height,
-            vae_channels=channels,
-            vae_tile_pixels=tile * tile,
         )
 
 
@@ -183,25 +198,21 @@ class QwenImageEditPlusFamily:
         return {"processor": load_image_only_processor(pipeline_dir / "processor")}
 
     def workload(self, configs: Mapping[str, Mapping[str, Any]], width: int, height: int, task: Task) -> Workload:
-        transformer = configs["transformer"]
-        hidden, layers, intermediate = _text_shape(configs["text_encoder"])
-        # The instruction plus the condition image's vision tokens (14-pixel patches merged 2x2).
-        text_tokens = 256 + _QWEN_CONDITION_IMAGE_PIXELS // (28 * 28)
-        reference_tokens = _QWEN_VAE_IMAGE_PIXELS // _PIXELS_PER_TOKEN_SIDE**2
-        vae = configs["vae"]
-        return Workload(
-            transformer_tokens=_image_tokens(width, height) + reference_tokens + text_tokens,
+        transformer, vae = configs["transformer"], configs["vae"]
+        return _workload(
+            configs,
+            image_tokens=_image_tokens(width, height) + _QWEN_VAE_IMAGE_PIXELS // _PIXELS_PER_TOKEN_SIDE**2,
             transformer_width=int(transformer["num_attention_heads"]) * int(transformer["attention_head_dim"]),
             transformer_blocks=int(transformer["num_layers"]),
-            text_tokens=text_tokens,
-            text_width=hidden,
-            text_layers=layers,
-            text_intermediate=intermediate,
+            # The instruction plus the condition image's vision tokens (14-pixel patches merged 2x2).
+            text_tokens=256 + _QWEN_CONDITION_IMAGE_PIXELS // (28 * 28),
             vae_pixels=max(width * height, _QWEN_VAE_IMAGE_PIXELS),
-            vae_channels=int(vae["base_dim"]) * int(vae["dim_mult"][1]),
-            # enable_tiling's default tile in diffusers' AutoencoderKLQwenImage.
-            vae_tile_pixels=256 * 256,
-            vae_kind="qwen",
+            vae=_VaeShape(
+                channels=int(vae["base_dim"]) * int(vae["dim_mult"][1]),
+                # enable_tiling's default tile in diffusers' AutoencoderKLQwenImage.
+                tile_side=256,
+                kind="qwen",
+            ),
         )
 
 

@@ -22,15 +22,8 @@ from adgen_diffusion.sizes import ModelSizer
 SEED_BOX = Box(device_bytes=24 * GIB, host_bytes=16 * GIB)
 SMALL_CARD_BOX = Box(device_bytes=16 * GIB, host_bytes=32 * GIB)
 BIG_BOX = Box(device_bytes=80 * GIB, host_bytes=64 * GIB)
-SEED_MODELS = (
-    "flux2-klein-4b",
-    "flux2-klein-9b",
-    "flux2-klein-9b-fp8",
-    "qwen-image-edit-2511",
-    "qwen-image-edit-2511-lightning-4step",
-    "qwen-image-edit-2511-lightning-8step",
-    "z-image-turbo",
-)
+# Every registry id is a seed model (test_registry pins the list).
+SEED_MODELS = tuple(ModelRegistry.load().ids())
 
 
 @pytest.fixture(scope="module")
