@@ -148,7 +148,9 @@ def release_device_memory(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.empty_cache()
+        # Pinned host blocks (streams, group offload): torch.accelerator's call from 2.13, the private one before.
         empty_host_cache = getattr(getattr(torch, "accelerator", None), "empty_host_cache", None)
+        empty_host_cache = empty_host_cache or getattr(torch._C, "_host_emptyCache", None)
         if callable(empty_host_cache):
             empty_host_cache()
     trim_host_heap()

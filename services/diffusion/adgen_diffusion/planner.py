@@ -268,7 +268,11 @@ class MemoryPlanner:
         return self.configs_of(entry)
 
     def sizes(self, entry: ModelEntry) -> dict[str, ComponentSize]:
-        return self.sizer.sizes_of(self.configs(entry), fp8_transformer=entry.single_file is not None)
+        # CPU runs load float32 (loader.py); GPU runs the stored bf16.
+        stored = "float32" if self.box.unified else "bfloat16"
+        return self.sizer.sizes_of(
+            self.configs(entry), stored_dtype=stored, fp8_transformer=entry.single_file is not None
+        )
 
     def _fits(self, plan: Plan) -> bool:
         if self.box.unified:
