@@ -16,7 +16,12 @@ _LOGGER = logging.getLogger(__name__)
 
 
 class GpuLease:
-    """An flock on `<dir>/adgen-diffusion-<device>.lock`; the kernel drops it when the process exits."""
+    """An flock on `<dir>/adgen-diffusion-<device>.lock`; the kernel drops it when the process exits.
+
+    Not filelock: its locks are reentrant within a process (a per-path counter), so a second server in the
+    same process would share the device without an error, and it records no holder for the refusal to name.
+    Our own descriptor keeps both guarantees: one holder per device, and the holder's pid in the message.
+    """
 
     def __init__(self, path: Path | None, descriptor: int | None) -> None:
         self.path = path
