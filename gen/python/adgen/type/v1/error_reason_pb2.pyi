@@ -73,12 +73,16 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     ERROR_REASON_FONT_UNAVAILABLE: _ErrorReason.ValueType  # 23
     """The font a text overlay needs is not installed on the server (FAILED_PRECONDITION)."""
     ERROR_REASON_LLM_MISCONFIGURED: _ErrorReason.ValueType  # 24
-    """The language model endpoint refused the service's credentials (401/403): a configuration error that a
-    retry cannot fix (FAILED_PRECONDITION).
+    """The language model endpoint refused the service's configuration: its credentials (401/403), its model or
+    base URL (404) or another request setting (other 4xx); a retry cannot fix it (FAILED_PRECONDITION).
     """
     ERROR_REASON_MESSAGE_TOO_LARGE: _ErrorReason.ValueType  # 25
     """A request message is larger than the server accepts; `ErrorInfo.metadata` carries the limit in bytes
     (RESOURCE_EXHAUSTED).
+    """
+    ERROR_REASON_UNSUPPORTED_CALL: _ErrorReason.ValueType  # 26
+    """The HTTP edge has no such method, or does not serve it over this HTTP method or content type
+    (UNIMPLEMENTED).
     """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
@@ -139,11 +143,15 @@ and what the smallest plan needs (FAILED_PRECONDITION).
 ERROR_REASON_FONT_UNAVAILABLE: ErrorReason.ValueType  # 23
 """The font a text overlay needs is not installed on the server (FAILED_PRECONDITION)."""
 ERROR_REASON_LLM_MISCONFIGURED: ErrorReason.ValueType  # 24
-"""The language model endpoint refused the service's credentials (401/403): a configuration error that a
-retry cannot fix (FAILED_PRECONDITION).
+"""The language model endpoint refused the service's configuration: its credentials (401/403), its model or
+base URL (404) or another request setting (other 4xx); a retry cannot fix it (FAILED_PRECONDITION).
 """
 ERROR_REASON_MESSAGE_TOO_LARGE: ErrorReason.ValueType  # 25
 """A request message is larger than the server accepts; `ErrorInfo.metadata` carries the limit in bytes
 (RESOURCE_EXHAUSTED).
+"""
+ERROR_REASON_UNSUPPORTED_CALL: ErrorReason.ValueType  # 26
+"""The HTTP edge has no such method, or does not serve it over this HTTP method or content type
+(UNIMPLEMENTED).
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
