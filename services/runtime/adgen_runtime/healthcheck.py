@@ -1,6 +1,9 @@
 """Container health probe: exits 0 when a service reports SERVING over grpc.health.v1.
 
 Usage: python -m adgen_runtime.healthcheck [--target HOST:PORT] [--service NAME] [--timeout S]
+
+`--service ""` asks liveness (the process serves); a service name asks readiness (that service can take
+work now: the orchestrator's follows its downstreams, and every name is NOT_SERVING while a drain runs).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ def is_serving(target: str, service: str, timeout_s: float) -> bool:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--target", default="127.0.0.1:50051")
-    parser.add_argument("--service", default="", help="service name; empty checks the process")
+    parser.add_argument("--service", default="", help="service name (readiness); empty checks the process (liveness)")
     parser.add_argument("--timeout", type=float, default=3.0)
     options = parser.parse_args()
     raise SystemExit(0 if is_serving(options.target, options.service, options.timeout) else 1)

@@ -1,4 +1,4 @@
-"""Logging with the request id of the current call on every line."""
+"""Logging with the request id of the current call on every line, and the one request-id rule."""
 
 from __future__ import annotations
 
@@ -8,14 +8,38 @@ import re
 import uuid
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
-_CALLER_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+# Ids land in every log line and in metadata, which takes printable ASCII only: a short token keeps both safe.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+REQUEST_ID_RULE = "must be 1 to 128 characters, each a letter, digit, '.', '_', ':' or '-'"
+
+
+def is_request_id(value: str) -> bool:
+    """Whether `value` is a request id a caller may choose (the `x-request-id` and `request_id` rule)."""
+    return _REQUEST_ID.fullmatch(value) is not None
 
 
 def request_id_from(caller_value: str | None) -> str:
     """The caller's request id when it is a short token, else a new one (it lands in every log line)."""
-    if caller_value and _CALLER_REQUEST_ID.fullmatch(caller_value):
+    if caller_value and is_request_id(caller_value):
         return caller_value
     return uuid.uuid4().hex
+
+
+def call_request_id(body_value: str, header_value: str | None) -> str:
+    """The id a call is logged and answered under: the request's own `request_id` field when it is a
+    valid token, else the caller's `x-request-id`, else a new one.
+
+    The body field wins because it is the idempotency key the response echoes; a proxy may add its own
+    `x-request-id`. An invalid body field is refused by validation, under the header's (or a new) id.
+    """
+    if body_value and is_request_id(body_value):
+        return body_value
+    return request_id_from(header_value)
+
+
+def adopt_request_id(request_id: str) -> None:
+    """Makes `request_id` the current call's id for the log lines that follow."""
+    request_id_var.set(request_id)
 
 
 def current_request_id() -> str:
@@ -23,7 +47,9 @@ def current_request_id() -> str:
     return request_id_var.get()
 
 
-class _RequestIdFilter(logging.Filter):
+class RequestIdFilter(logging.Filter):
+    """Adds `record.request_id`: the id of the call the line was logged in."""
+
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id_var.get()
         return True
@@ -32,7 +58,7 @@ class _RequestIdFilter(logging.Filter):
 def configure_logging(level: str) -> None:
     """Sends logs to stderr as `time level [request-id] logger: message`."""
     handler = logging.StreamHandler()
-    handler.addFilter(_RequestIdFilter())
+    handler.addFilter(RequestIdFilter())
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s [%(request_id)s] %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]

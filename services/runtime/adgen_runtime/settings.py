@@ -1,13 +1,53 @@
-"""Settings every AdGen server shares; each service extends them with its own prefix."""
+"""Settings every AdGen server shares, list values from the environment, and one-line errors for bad ones."""
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings
+import os
+import re
+import sys
+import types
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar, Union, get_args, get_origin
+
+from pydantic import AliasChoices, BaseModel, Field, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource
+from pydantic_settings.exceptions import SettingsError
 
 from adgen_client.channel import DEFAULT_MAX_MESSAGE_BYTES
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# Exit status of a process stopped by a bad setting: a usage error, as argparse and typer use.
+BAD_SETTINGS_EXIT_CODE = 2
+
+_Settings = TypeVar("_Settings", bound=BaseSettings)
+_SEQUENCE_ORIGINS = (list, tuple, set, frozenset, Sequence)
+_PARSE_ERROR_FIELD = re.compile(r'field "([^"]+)"')
+
+
+class UnreadableSettingError(ValueError):
+    """An environment value that could not even be decoded (e.g. malformed JSON); names its field."""
+
+    def __init__(self, field_name: str, problem: str) -> None:
+        super().__init__(problem)
+        self.field_name = field_name
+        self.problem = problem
+
+
+class ListFriendlyEnvSource(EnvSettingsSource):
+    """The environment, with list settings given either as JSON (``["a", "b"]``) or comma-separated (``a,b``).
+
+    A list value that does not start with ``[`` is split on commas, so ``https://a.example,https://b.example``
+    and ``*`` both work; a non-list structured value must be JSON, and a malformed one names its field.
+    """
+
+    def decode_complex_value(self, field_name: str, field: FieldInfo, value: Any) -> Any:
+        if isinstance(value, str) and _is_flat_sequence(field.annotation) and not value.lstrip().startswith("["):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        try:
+            return super().decode_complex_value(field_name, field, value)
+        except ValueError:
+            raise UnreadableSettingError(field_name, "is not valid JSON") from None
 
 
 class ServerSettings(BaseSettings):
@@ -23,6 +63,17 @@ class ServerSettings(BaseSettings):
     )
     log_level: str = Field("INFO", description="Python logging level.")
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, ListFriendlyEnvSource(settings_cls), dotenv_settings, file_secret_settings
+
     @field_validator("log_level")
     @classmethod
     def _known_log_level(cls, value: str) -> str:
@@ -31,3 +82,81 @@ class ServerSettings(BaseSettings):
         if level not in LOG_LEVELS:
             raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
         return level
+
+
+def load_settings(settings_cls: type[_Settings]) -> _Settings:
+    """The settings from the environment; a bad value prints one line per problem, naming its variable, to
+    stderr and exits with status 2 (no traceback: the operator needs the variable, not our stack)."""
+    try:
+        return settings_cls()
+    except (ValidationError, SettingsError) as error:
+        for line in settings_problems(settings_cls, error, os.environ):
+            print(line, file=sys.stderr)
+        raise SystemExit(BAD_SETTINGS_EXIT_CODE) from None
+
+
+def settings_problems(
+    settings_cls: type[BaseSettings], error: ValidationError | SettingsError, environ: Mapping[str, str]
+) -> list[str]:
+    """One line per bad setting, e.g. ``ADGEN_ORCHESTRATOR_PORT: Input should be less than or equal to 65535``.
+
+    Values are never echoed: one of them may be a key.
+    """
+    if isinstance(error, SettingsError):
+        cause = error.__cause__
+        if isinstance(cause, UnreadableSettingError):
+            return [f"{env_variable(settings_cls, cause.field_name, environ)}: {cause.problem}"]
+        match = _PARSE_ERROR_FIELD.search(str(error))
+        name = env_variable(settings_cls, match.group(1), environ) if match else _prefix_pattern(settings_cls)
+        return [f"{name}: could not be read"]
+    lines = []
+    for problem in error.errors(include_url=False, include_input=False):
+        location = problem["loc"]
+        message = _plain_message(problem["msg"])
+        if not location:  # A check across several settings: its message names them.
+            lines.append(f"{_prefix_pattern(settings_cls)}: {message}")
+            continue
+        name = env_variable(settings_cls, str(location[0]), environ)
+        items = "".join(f" item {part + 1}" if isinstance(part, int) else f".{part}" for part in location[1:])
+        lines.append(f"{name}{items}: {message}")
+    return lines
+
+
+def env_variable(settings_cls: type[BaseSettings], field_name: str, environ: Mapping[str, str]) -> str:
+    """The environment variable that set `field_name`, or every one that may set it when none did."""
+    field = settings_cls.model_fields.get(field_name)
+    alias = field.validation_alias if field is not None else None
+    if isinstance(alias, AliasChoices):
+        names = [str(choice).upper() for choice in alias.choices]
+    elif isinstance(alias, str):
+        names = [alias.upper()]
+    else:
+        names = [f"{settings_cls.model_config.get('env_prefix', '')}{field_name}".upper()]
+    present = {key.upper() for key in environ}
+    return next((name for name in names if name in present), " or ".join(names))
+
+
+def _prefix_pattern(settings_cls: type[BaseSettings]) -> str:
+    return f"{settings_cls.model_config.get('env_prefix', '')}*".upper()
+
+
+def _plain_message(message: str) -> str:
+    # Pydantic prefixes a validator's own text with "Value error, "; the operator needs only the text.
+    return message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+
+
+def _is_flat_sequence(annotation: Any) -> bool:
+    """Whether `annotation` is a list (or tuple or set) of scalars, optional or not."""
+    origin = get_origin(annotation)
+    if origin is Union or origin is types.UnionType:
+        members = [arg for arg in get_args(annotation) if arg is not type(None)]
+        return len(members) == 1 and _is_flat_sequence(members[0])
+    if origin not in _SEQUENCE_ORIGINS:
+        return False
+    return all(_is_scalar(arg) for arg in get_args(annotation) if arg is not Ellipsis)
+
+
+def _is_scalar(annotation: Any) -> bool:
+    if get_origin(annotation) is not None:
+        return False
+    return not (isinstance(annotation, type) and issubclass(annotation, BaseModel | dict | list | tuple | set))
