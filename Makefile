@@ -13,8 +13,8 @@ OUT ?= out
 # `buf breaking` compares the protos with this git ref (the previous commit by default).
 BUF_AGAINST ?= HEAD~1
 STAMP := $(VENV)/.installed
-
-SYSTEM_FONT := Noto Sans CJK KR
+# The Korean overlay font, from the pretendard npm package (package.json) that `npm ci` installs.
+OVERLAY_FONT := node_modules/pretendard/dist/public/static/Pretendard-Bold.otf
 
 .PHONY: help system-deps install readme protos check-protos lint buf test test-fast tiny-models demo clean
 
@@ -28,9 +28,10 @@ $(STAMP): pyproject.toml package.json package-lock.json clients/node/package-loc
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	npm ci --no-audit --no-fund --silent
 	npm ci --no-audit --no-fund --silent --prefix clients/node
+	@test -f $(OVERLAY_FONT) || { echo "npm ci did not install the overlay font $(OVERLAY_FONT)"; exit 1; }
 	touch $@
 
-install: $(STAMP) ## Create the virtualenv and install everything (Python, the buf CLI, the Node client).
+install: $(STAMP) ## Create the virtualenv and install everything (Python, the buf CLI, the overlay font, the Node client).
 
 protos: $(STAMP) ## Regenerate the committed Python stubs from protos/.
 	$(BIN)/python scripts/gen_protos.py
@@ -55,8 +56,7 @@ lint: $(STAMP) ## ruff, ruff format, mypy (strict) and the README's settings tab
 	$(BIN)/mypy services clients tests bench scripts
 	$(BIN)/python scripts/readme_settings.py --check
 
-system-deps: ## Check the Debian packages the suite needs (CI installs them in .ci/run).
-	@[ -n "$$(fc-list "$(SYSTEM_FONT)" 2>/dev/null)" ] || { echo "missing font $(SYSTEM_FONT): sudo apt-get install fonts-noto-cjk"; exit 1; }
+system-deps: ## Check the Debian package the suite needs beyond Python, Node and make (CI installs it in .ci/run).
 	@command -v chromium >/dev/null || { echo "missing chromium (browser test): sudo apt-get install chromium"; exit 1; }
 
 test: system-deps install check-protos buf lint ## Install, then run every check and the whole test suite.

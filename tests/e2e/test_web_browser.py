@@ -120,5 +120,12 @@ async def test_browser_creates_an_ad_and_shows_the_generated_image(web_app: str,
             await expect(page.locator("code", has_text="#").first).to_be_visible()
             SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
             await page.screenshot(path=str(SCREENSHOT), full_page=True)
+
+            # The page is Korean to the browser (lang) and in Streamlit's own uploader texts, with the real limit.
+            assert await page.evaluate("document.documentElement.lang") == "ko"
+            await page.get_by_text("사진 편집", exact=True).click()
+            instructions = page.locator('[data-testid="stFileUploaderDropzoneInstructions"]')
+            await expect(instructions).to_have_text("최대 20MB • PNG, JPG, WEBP")
+            await expect(page.locator('[data-testid="stFileUploaderDropzone"] button')).to_contain_text("사진 올리기")
         finally:
             await browser.close()

@@ -25,6 +25,7 @@ from adgen_copywriter.domain import (
     Brief,
     EditRequest,
     LlmBadOutputError,
+    LlmMisconfiguredError,
     LlmRefusedError,
     LlmUnavailableError,
     MerchantFacts,
@@ -187,13 +188,13 @@ async def test_timeout_is_unavailable_with_the_default_retry_delay(fake: FakeOpe
     assert raised.value.retry_after_s == 7.0 and len(fake.received) == 2
 
 
-async def test_misconfigured_key_is_unavailable_without_retrying_or_leaking(
+async def test_misconfigured_key_is_misconfigured_without_retrying_or_leaking(
     fake: FakeOpenAI, engine: CopyEngine
 ) -> None:
     fake.script(error_reply(401, retry_after_ms=None))
-    with pytest.raises(LlmUnavailableError) as raised:
+    with pytest.raises(LlmMisconfiguredError) as raised:
         await engine.generate_copy(BRIEF)
-    assert len(fake.received) == 1 and raised.value.retry_after_s is None
+    assert len(fake.received) == 1
     assert API_KEY not in raised.value.message
 
 

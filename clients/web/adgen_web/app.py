@@ -17,7 +17,8 @@ from adgen_client.errors import AdGenError
 from adgen_client.requests import CreateAdOptions, EditAdOptions
 from adgen_web.config import WebSettings
 from adgen_web.downloads import copy_as_json, copy_as_text, hashtags_for_display, image_mime, image_suffix
-from adgen_web.messages import UserMessage, describe_error
+from adgen_web.messages import UserMessage, describe_error, megabytes, photo_too_large
+from adgen_web.page_language import make_page_korean
 from adgen_web.progress import progress_fraction, progress_text
 from adgen_web.text import plain
 
@@ -83,6 +84,7 @@ def render_page() -> None:
         edit_page(client, settings)
     else:
         create_page(client, settings)
+    make_page_korean()  # Last, so its empty block sits below everything; the script stays active across reruns.
 
 
 # ---- 광고 만들기 ----
@@ -240,8 +242,15 @@ def show_copy(ad: ad_pb.CreateAdResponse) -> None:
 
 def edit_page(client: AdGenClient, settings: WebSettings) -> None:
     """The edit form; on submit streams the edit, then shows original and edited side by side."""
+    limit = megabytes(settings.max_photo_bytes)
     with st.form("edit_form"):
-        photo = st.file_uploader("상품 사진 (PNG, JPG, WEBP)", type=PHOTO_TYPES, key="photo")
+        photo = st.file_uploader(
+            f"상품 사진 (PNG, JPG, WEBP · 최대 {limit})",
+            type=PHOTO_TYPES,
+            key="photo",
+            max_upload_size=settings.max_photo_megabytes,
+            help=f"{limit}보다 큰 사진은 올릴 수 없어요. 휴대폰 사진이 크면 스크린숏으로 올려 주세요.",
+        )
         instruction = st.text_area(
             "어떻게 바꿀까요? (한국어나 영어)", placeholder="예: 배경을 여름 바다로 바꿔줘", key="instruction"
         )
@@ -251,6 +260,9 @@ def edit_page(client: AdGenClient, settings: WebSettings) -> None:
             st.warning("편집할 사진을 먼저 올려 주세요.")
         elif not instruction.strip():
             st.warning("어떻게 바꿀지 적어 주세요. 예: 컵을 빨간색으로 바꿔줘")
+        elif photo.size > settings.max_photo_bytes:
+            # Streamlit's uploader rounds the limit up to whole MB; the server takes exactly max_photo_bytes.
+            st.session_state[_EDIT_OUTCOME] = photo_too_large(settings.max_photo_bytes)
         else:
             st.session_state[_EDIT_OUTCOME] = stream_edit(client, settings, photo.getvalue(), instruction.strip())
     outcome = st.session_state.get(_EDIT_OUTCOME)
@@ -280,7 +292,7 @@ def stream_edit(
     except AdGenError as error:
         _LOGGER.info("edit failed: %s (request %s)", error, request_id)
         live.empty()
-        return describe_error(error, request_id)
+        return describe_error(error, request_id, photo_limit_bytes=settings.max_photo_bytes)
     live.empty()
     if result is None:
         return describe_error(_STREAM_ENDED_EARLY, request_id)

@@ -18,3 +18,14 @@ class WebSettings(BaseSettings):
     image_width: int = Field(0, ge=0, description="Explicit image width for demos and tests; 0 uses the placement.")
     image_height: int = Field(0, ge=0, description="Explicit image height for demos and tests; 0 uses the placement.")
     num_inference_steps: int | None = Field(None, ge=1, description="Denoising steps; unset uses the model's.")
+    max_photo_bytes: int = Field(
+        20 * 1024 * 1024,
+        ge=1,
+        description="Largest photo the page takes, in bytes; keep it at the orchestrator's "
+        "ADGEN_ORCHESTRATOR_MAX_INPUT_BYTES, so a photo it would refuse is refused on the page.",
+    )
+
+    @property
+    def max_photo_megabytes(self) -> int:
+        """The limit in Streamlit's upload unit (whole MiB, rounded up); the page checks the exact bytes."""
+        return -(-self.max_photo_bytes // (1024 * 1024))

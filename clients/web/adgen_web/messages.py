@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 import grpc
@@ -10,6 +11,11 @@ import grpc
 from adgen_client.errors import AdGenError
 
 _ASK_ADMIN = "계속 같은 문제가 생기면 관리자에게 알려 주세요."
+# How the orchestrator describes a photo over its byte or pixel limit (adgen_orchestrator.imaging.read_photo);
+# tests/unit/web/test_photo_limits.py holds the two together.
+_OVER_A_LIMIT = re.compile(r"\blarger than\b|\bmore than \d+ pixels\b")
+_TOO_ELONGATED = re.compile(r"\baspect ratio\b")
+_ASPECT_LIMIT = re.compile(r"\bup to (\d+(?:\.\d+)?):1\b")
 
 # What happened and what to do, by the ErrorInfo reason the server sent.
 _BY_REASON: dict[str, tuple[str, str]] = {
@@ -66,6 +72,18 @@ _BY_REASON: dict[str, tuple[str, str]] = {
     "REQUEST_ID_REUSED": (
         "같은 요청 번호로 다른 내용이 이미 접수되었어요.",
         "페이지를 새로고침한 뒤 다시 시도해 주세요.",
+    ),
+    "FONT_UNAVAILABLE": (
+        "이미지에 한글을 넣을 글꼴이 서버에 없어요.",
+        f"'헤드라인 글자 넣기'와 'AI 생성 표시'를 끄면 지금 바로 만들 수 있어요. {_ASK_ADMIN}",
+    ),
+    "LLM_MISCONFIGURED": (
+        "문구를 쓰는 AI의 연결 설정에 문제가 있어요.",
+        "관리자에게 AI 연결 설정(API 키)을 확인해 달라고 알려 주세요.",
+    ),
+    "MESSAGE_TOO_LARGE": (
+        "보낸 내용이 서버가 받을 수 있는 크기보다 커요.",
+        "더 작은 사진으로 다시 시도해 주세요.",
     ),
 }
 
@@ -125,16 +143,53 @@ def field_labels(error: AdGenError) -> list[str]:
     """Korean names of the fields the server rejected, each once, in the server's order."""
     labels: list[str] = []
     for violation in error.field_violations:
-        leaf = violation.field.removeprefix("request.").split(".")[0].split("[")[0]
-        label = _FIELD_LABELS.get(leaf, "입력 항목")
+        label = _FIELD_LABELS.get(_leaf(violation.field), "입력 항목")
         if label not in labels:
             labels.append(label)
     return labels
 
 
-def describe_error(error: AdGenError, request_id: str = "") -> UserMessage:
+def megabytes(size_bytes: int) -> str:
+    """A byte limit as the page states it, in Streamlit's unit: 20971520 → "20MB"."""
+    return f"{size_bytes / (1024 * 1024):.3g}MB"
+
+
+def photo_too_large(limit_bytes: int | None = None, request_id: str = "") -> UserMessage:
+    """The message for a photo over the size limit, told before any call or relayed from the server."""
+    limit = f" (최대 {megabytes(limit_bytes)})" if limit_bytes else ""
+    return UserMessage(
+        "사진이 너무 커요.",
+        f"파일 용량이나 가로·세로 크기를 줄인 사진{limit}으로 다시 올려 주세요. "
+        "휴대폰 사진은 스크린숏으로 올려도 돼요.",
+        request_id,
+    )
+
+
+def _photo_refusal(error: AdGenError, pattern: re.Pattern[str]) -> str | None:
+    """The description of the INVALID_IMAGE violation on the photo that `pattern` finds, if any."""
+    if error.reason != "INVALID_IMAGE":
+        return None
+    return next(
+        (v.description for v in error.field_violations if _leaf(v.field) == "image" and pattern.search(v.description)),
+        None,
+    )
+
+
+def is_photo_too_large(error: AdGenError) -> bool:
+    """Whether the server refused the photo for its size, not because it could not read it."""
+    return _photo_refusal(error, _OVER_A_LIMIT) is not None
+
+
+def describe_error(error: AdGenError, request_id: str = "", *, photo_limit_bytes: int | None = None) -> UserMessage:
     """The Korean message for a failed call; `request_id` is the caller's, used when the server named none."""
     rid = error.request_id or request_id
+    if is_photo_too_large(error):
+        return photo_too_large(photo_limit_bytes, rid)
+    elongated = _photo_refusal(error, _TOO_ELONGATED)
+    if elongated is not None:
+        limit = _ASPECT_LIMIT.search(elongated)
+        ratio = f" {limit.group(1)}:1을 넘지 않게" if limit else " 덜 길쭉하게"
+        return UserMessage("사진이 너무 길쭉해요.", f"가로·세로 비율이{ratio} 잘라서 다시 올려 주세요.", rid)
     if error.reason == "QUEUE_FULL":
         return UserMessage("지금 주문이 몰려 이미지 생성 대기열이 가득 찼어요.", _retry_hint(error.retry_after_s), rid)
     if error.reason in _BY_REASON:
@@ -148,6 +203,11 @@ def describe_error(error: AdGenError, request_id: str = "") -> UserMessage:
         return UserMessage(problem, next_step, rid)
     ask = "요청 번호를 관리자에게" if rid else "관리자에게"
     return UserMessage("예상하지 못한 문제가 생겼어요.", f"다시 시도해 보시고, 계속되면 {ask} 알려 주세요.", rid)
+
+
+def _leaf(field: str) -> str:
+    """The request field a violation names: "request.image.data" → "image"."""
+    return field.removeprefix("request.").split(".")[0].split("[")[0]
 
 
 def _retry_hint(retry_after_s: float | None) -> str:

@@ -161,11 +161,15 @@ class LlmBadOutputError(CopyError):
 
 
 class LlmUnavailableError(CopyError):
-    """The endpoint was unreachable, rate-limited, failing or misconfigured after retries."""
+    """The endpoint was unreachable, rate-limited or failing after retries."""
 
     def __init__(self, message: str, retry_after_s: float | None) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class LlmMisconfiguredError(CopyError):
+    """The endpoint refused the service's key, model or request (a 4xx): configuration no retry can fix."""
 
 
 class BannedClaimError(CopyError):

@@ -21,6 +21,7 @@ from adgen_copywriter.domain import (
     EditRequest,
     EmojiLevel,
     LlmBadOutputError,
+    LlmMisconfiguredError,
     LlmRefusedError,
     LlmUnavailableError,
     Placement,
@@ -40,6 +41,7 @@ from adgen_copywriter.target_models import QWEN_IMAGE_EDIT, PromptProfile, Promp
 _LOGGER = logging.getLogger(__name__)
 
 _Payload = TypeVar("_Payload", bound=BaseModel)
+
 
 # ── the JSON the model must return ────────────────────────────────────────────────────────────
 
@@ -338,9 +340,9 @@ class LlmBackend:
                 raise self._unavailable(
                     "The language model is busy or failing; try again later.", retry_after
                 ) from error
-            # 400/401/403/404: our configuration (key, model name, json_schema support), not the caller's fault.
-            _LOGGER.error("LLM endpoint rejected the request with HTTP %d; check the model name and key", status)
-            raise LlmUnavailableError("The language model endpoint rejected the service's request.", None) from error
+            # Any other 4xx is our configuration (key, model name, json_schema support), not the caller's
+            # request: the SDK does not retry it, and neither may anyone downstream.
+            raise _misconfigured(status) from error
         except openai.APIError as error:
             _LOGGER.warning("LLM response could not be read: %s", type(error).__name__)
             raise LlmBadOutputError("The language model returned an unreadable response.") from error
@@ -349,6 +351,28 @@ class LlmBackend:
         return LlmUnavailableError(
             message, retry_after_s if retry_after_s is not None else self.unavailable_retry_after_s
         )
+
+
+def _misconfigured(status: int) -> LlmMisconfiguredError:
+    """What to fix for a 4xx that no retry can fix; the endpoint's own error text is never repeated (OpenAI's
+    401 message quotes part of the key)."""
+    if status in (401, 403):
+        _LOGGER.error("LLM endpoint refused the API key (HTTP %d); check ADGEN_COPYWRITER_LLM_API_KEY", status)
+        return LlmMisconfiguredError(
+            f"The language model endpoint refused the copywriter's credentials (HTTP {status}); check "
+            "ADGEN_COPYWRITER_LLM_API_KEY (or OPENAI_API_KEY)."
+        )
+    if status == 404:
+        _LOGGER.error("LLM endpoint answered 404; check ADGEN_COPYWRITER_LLM_MODEL and the base URL")
+        return LlmMisconfiguredError(
+            "The language model endpoint does not know the configured model (HTTP 404); check "
+            "ADGEN_COPYWRITER_LLM_MODEL and ADGEN_COPYWRITER_LLM_BASE_URL (or OPENAI_BASE_URL)."
+        )
+    _LOGGER.error("LLM endpoint rejected the request with HTTP %d; check the model and its settings", status)
+    return LlmMisconfiguredError(
+        f"The language model endpoint rejected the copywriter's request (HTTP {status}); check that "
+        "ADGEN_COPYWRITER_LLM_MODEL supports json_schema response formats and ADGEN_COPYWRITER_LLM_TEMPERATURE."
+    )
 
 
 def _problem_with(

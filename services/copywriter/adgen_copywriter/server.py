@@ -64,7 +64,9 @@ async def create_server(settings: CopywriterSettings, backend: CopyBackend | Non
 
 def main() -> None:
     """Console entry point: `adgen-copywriter`, configured from the environment."""
-    run_service(CopywriterSettings(), create_server)
+    from adgen_runtime.settings import load_settings
+
+    run_service(load_settings(CopywriterSettings), create_server)
 
 
 if __name__ == "__main__":

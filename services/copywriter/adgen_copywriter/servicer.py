@@ -20,6 +20,7 @@ from adgen_copywriter.domain import (
     EditRequest,
     EmojiLevel,
     LlmBadOutputError,
+    LlmMisconfiguredError,
     LlmRefusedError,
     LlmUnavailableError,
     MerchantFacts,
@@ -38,6 +39,7 @@ from adgen_runtime.errors import (
     Unavailable,
     invalid_fields,
 )
+from adgen_runtime.text import control_character_violation
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -115,7 +117,15 @@ class CopywriterServicer(pb_grpc.CopywriterServiceServicer):
 
 
 def _clean(text: str) -> str:
+    """One line of NFC text: tabs and line breaks fold into single spaces (every field here is one line)."""
     return " ".join(unicodedata.normalize("NFC", text).split())
+
+
+def _check_characters(field: str, text: str, violations: list[FieldViolation]) -> None:
+    # On the raw text: cleaning would fold some controls (U+001C to U+001F) into spaces unseen.
+    violation = control_character_violation(field, text)
+    if violation is not None:
+        violations.append(violation)
 
 
 def _check_enum(value: int, known: Container[int], field: str, violations: list[FieldViolation]) -> None:
@@ -139,6 +149,7 @@ def brief_from_request(request: pb.GenerateCopyRequest) -> Brief:
         violations.append(FieldViolation("keyword", "must not be empty or blank"))
     elif grapheme_count(keyword) > KEYWORD_MAX_GRAPHEMES:
         violations.append(FieldViolation("keyword", f"must be at most {KEYWORD_MAX_GRAPHEMES} characters"))
+    _check_characters("keyword", request.keyword, violations)
     _check_enum(request.tone, _TONES, "tone", violations)
     _check_enum(request.placement, _PLACEMENTS, "placement", violations)
     _check_enum(request.caption_length, _LENGTHS, "caption_length", violations)
@@ -172,6 +183,8 @@ def _facts_from(message: ad_pb2.MerchantFacts, violations: list[FieldViolation])
         "facts.promotion": message.promotion,
         **{f"facts.extra[{i}]": extra for i, extra in enumerate(message.extra)},
     }
+    for field, value in named.items():
+        _check_characters(field, value, violations)
     cleaned = {field: _clean(value) for field, value in named.items()}
     for field, value in cleaned.items():
         if grapheme_count(value) > FACT_MAX_GRAPHEMES:
@@ -195,6 +208,7 @@ def edit_request_from(request: pb.WriteEditInstructionRequest) -> EditRequest:
         violations.append(FieldViolation("request", "must not be empty or blank"))
     elif grapheme_count(text) > EDIT_REQUEST_MAX_GRAPHEMES:
         violations.append(FieldViolation("request", f"must be at most {EDIT_REQUEST_MAX_GRAPHEMES} characters"))
+    _check_characters("request", request.request, violations)
     _check_model_id(request.target_model_id, violations)
     if violations:
         raise invalid_fields(violations)
@@ -219,6 +233,9 @@ def status_error(error: CopyError) -> AdGenError:
         return FailedPrecondition(reasons.ERROR_REASON_BANNED_CLAIM, error.message, metadata={"terms": terms})
     if isinstance(error, LlmRefusedError):
         return FailedPrecondition(reasons.ERROR_REASON_LLM_REFUSED, error.message)
+    if isinstance(error, LlmMisconfiguredError):
+        # Not UNAVAILABLE: a retry cannot fix a refused key, so callers must not be told to retry.
+        return FailedPrecondition(reasons.ERROR_REASON_LLM_MISCONFIGURED, error.message)
     if isinstance(error, LlmUnavailableError):
         return Unavailable(reasons.ERROR_REASON_LLM_UNAVAILABLE, error.message, retry_after_s=error.retry_after_s)
     if isinstance(error, LlmBadOutputError):

@@ -60,7 +60,8 @@ class QueueFullError(DiffusionError):
     """Too many jobs are waiting for the GPU."""
 
     def __init__(self, waiting: int, retry_after_s: float) -> None:
-        super().__init__(f"The GPU queue is full ({waiting} jobs waiting); retry in about {retry_after_s:.0f}s.")
+        # One decimal: the hint comes from the queue's ETA and is often under a second.
+        super().__init__(f"The GPU queue is full ({waiting} jobs waiting); retry in about {retry_after_s:.1f} s.")
         self.retry_after_s = retry_after_s
 
 

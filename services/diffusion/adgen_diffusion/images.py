@@ -9,6 +9,11 @@ from dataclasses import dataclass
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP")
+# The longest side of a photo to edit over its shortest. FLUX.2 refuses reference images beyond 8:1
+# (Flux2ImageProcessor.check_image_input), and no edit model's output sides (256-2048 px) reach further, so
+# the edit could not keep the photo's shape. (Qwen-Image-Edit alone would go to about 270:1, where its
+# Qwen2-VL processor refuses the 200:1 condition image calculate_dimensions makes.)
+MAX_PHOTO_ASPECT = 8.0
 # Pillow format name for each output format we write.
 OUTPUT_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
 
@@ -25,7 +30,7 @@ class EncodedImage:
     height: int
 
 
-def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> Image.Image:
+def decode_image(data: bytes, *, max_bytes: int, max_pixels: int, max_aspect: float = MAX_PHOTO_ASPECT) -> Image.Image:
     """An RGB image upright per its EXIF orientation, or InvalidImageError saying what is wrong."""
     if not data:
         raise InvalidImageError("the image is empty")
@@ -40,6 +45,7 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> Image.Image
                 raise InvalidImageError(f"format {image.format} is not accepted; send PNG, JPEG or WebP")
             if image.width * image.height > max_pixels:
                 raise InvalidImageError(f"the image is {image.width}x{image.height}; the limit is {max_pixels} pixels")
+            check_aspect(image.width, image.height, max_aspect)
             image.load()
     except InvalidImageError:
         raise
@@ -50,6 +56,17 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> Image.Image
     except (OSError, SyntaxError, ValueError, EOFError):
         raise InvalidImageError("the image is truncated or corrupt") from None
     return to_rgb(ImageOps.exif_transpose(image))
+
+
+def check_aspect(width: int, height: int, max_aspect: float) -> None:
+    """InvalidImageError when the longer side exceeds `max_aspect` times the shorter (EXIF rotation keeps it)."""
+    ratio = max(width, height) / max(min(width, height), 1)
+    if ratio > max_aspect:
+        shown = f"{ratio:.2f}".rstrip("0").rstrip(".")
+        raise InvalidImageError(
+            f"the image is {width}x{height}, an aspect ratio of {shown}:1; photos up to {max_aspect:g}:1 can be "
+            "edited, so crop it closer to its subject first"
+        )
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

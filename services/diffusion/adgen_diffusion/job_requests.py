@@ -10,9 +10,10 @@ from adgen.type.v1 import error_reason_pb2 as reasons
 from adgen.type.v1 import image_pb2
 from adgen_diffusion import errors
 from adgen_diffusion.engine import ImageJob, random_seed
-from adgen_diffusion.images import InvalidImageError, decode_image
+from adgen_diffusion.images import MAX_PHOTO_ASPECT, InvalidImageError, decode_image
 from adgen_diffusion.registry import ModelEntry, ModelRegistry, Task
 from adgen_runtime.errors import FailedPrecondition, FieldViolation, NotFound, invalid_fields
+from adgen_runtime.text import control_character_violation
 
 MAX_STEPS = 100
 MAX_IMAGES = 4
@@ -61,6 +62,7 @@ def prepare_generate(request: pb.GenerateRequest, entry: ModelEntry, *, prefix: 
     violations: list[FieldViolation] = []
     if not request.prompt.strip():
         violations.append(FieldViolation(f"{prefix}prompt", "must not be empty"))
+    _check_characters(f"{prefix}prompt", request.prompt, violations)
     width, height = _checked_size(entry, request.width, request.height, prefix, violations)
     knobs = _checked_knobs(entry, request, prefix, violations)
     _raise_if_any(violations)
@@ -86,9 +88,12 @@ def prepare_edit(
     violations: list[FieldViolation] = []
     if not request.instruction.strip():
         violations.append(FieldViolation(f"{prefix}instruction", "must not be empty"))
+    _check_characters(f"{prefix}instruction", request.instruction, violations)
     photo = None
     try:
-        photo = decode_image(request.image.data, max_bytes=max_bytes, max_pixels=max_pixels)
+        photo = decode_image(
+            request.image.data, max_bytes=max_bytes, max_pixels=max_pixels, max_aspect=photo_aspect_limit(entry)
+        )
     except InvalidImageError as error:
         violations.append(FieldViolation(f"{prefix}image.data", str(error), _INVALID_IMAGE))
     width, height = request.width, request.height
@@ -110,6 +115,13 @@ def prepare_edit(
         image=photo,
     )
     return PreparedJob(job, knobs.output_format, request.priority)
+
+
+def _check_characters(field: str, text: str, violations: list[FieldViolation]) -> None:
+    # Line breaks may stay (text encoders take them); other control characters are refused.
+    violation = control_character_violation(field, text)
+    if violation is not None:
+        violations.append(violation)
 
 
 def _require_task(entry: ModelEntry, task: Task) -> None:
@@ -163,6 +175,12 @@ def _checked_size(
     return width, height
 
 
+def photo_aspect_limit(entry: ModelEntry) -> float:
+    """The most elongated photo `entry` can edit: the pipelines' own limit, and no further than its output
+    sides reach, since the edit keeps the photo's shape."""
+    return min(MAX_PHOTO_ASPECT, entry.max_side / entry.min_side)
+
+
 def _fill_from_aspect(entry: ModelEntry, width: int, height: int, aspect: float) -> tuple[int, int]:
     """Sides left at 0 keep the photo's aspect: both at about the native area, or one from the other side."""
     if width and height:
@@ -172,7 +190,12 @@ def _fill_from_aspect(entry: ModelEntry, width: int, height: int, aspect: float)
     if height:
         return _snap(entry, height * aspect), height
     area = entry.native_side**2
-    return _snap(entry, math.sqrt(area * aspect)), _snap(entry, math.sqrt(area / aspect))
+    native_width, native_height = math.sqrt(area * aspect), math.sqrt(area / aspect)
+    # Both sides scale together into the model's range, so a long photo keeps its shape rather than having
+    # one side clamped; any photo within photo_aspect_limit fits.
+    scale = min(1.0, entry.max_side / max(native_width, native_height))
+    scale = max(scale, entry.min_side / min(native_width, native_height))
+    return _snap(entry, native_width * scale), _snap(entry, native_height * scale)
 
 
 def _snap(entry: ModelEntry, side: float) -> int:

@@ -104,8 +104,11 @@ def _unload_quietly(engine: DiffusionEngine) -> None:
 
 def main() -> None:
     """Console entry point: serve until SIGTERM/SIGINT."""
+    from adgen_runtime.settings import load_settings
+
+    settings = load_settings(DiffusionSettings)
     try:
-        run_service(DiffusionSettings(), create_server)
+        run_service(settings, create_server)
     except GpuLeaseError as error:
         # Another diffusion process owns this GPU: say so and exit instead of printing a traceback.
         _LOGGER.error("%s", error)

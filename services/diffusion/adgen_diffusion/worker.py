@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -27,6 +28,8 @@ Work = Callable[[ProgressSink, threading.Event], T]
 _DEFAULT_STEP_S = 0.5
 _DEFAULT_SWITCH_S = 10.0
 _EMA = 0.3
+# RetryInfo never asks for less: sooner, the queue could not have changed.
+_MIN_RETRY_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -67,8 +70,11 @@ class CostModel:
 class GpuWorker:
     """Runs every piece of model work on one thread, in swap-aware order; `submit` is the only door."""
 
-    def __init__(self, engine: DiffusionEngine, *, queue_max: int, max_overtakes: int) -> None:
+    def __init__(
+        self, engine: DiffusionEngine, *, queue_max: int, max_overtakes: int, jitter: random.Random | None = None
+    ) -> None:
         self.engine = engine
+        self._jitter = jitter or random.Random()
         self.queue_max = queue_max
         self.costs = CostModel()
         self.switches = 0
@@ -196,10 +202,14 @@ class GpuWorker:
             return running.model_id
         return self.engine.loaded_model_id
 
+    def _running_rest_s(self) -> float:
+        """Seconds until the running job ends (assumed half done), 0 when none runs."""
+        running = self._running
+        return running.steps * self.costs.step_s / 2 if running is not None else 0.0
+
     def _etas(self, order: list[Ticket]) -> list[float]:
         """Seconds until each job finishes: the running job's rest, then each job ahead, plus switches."""
-        running = self._running
-        clock = running.steps * self.costs.step_s / 2 if running is not None else 0.0
+        clock = self._running_rest_s()
         model = self._resident_after_running()
         etas = []
         for ticket in order:
@@ -211,7 +221,13 @@ class GpuWorker:
         return etas
 
     def _retry_after_s(self) -> float:
-        return max(1.0, self.costs.step_s * 4)
+        """When a turned-away caller should try again: once the first place is expected to free (the running
+        job ends), plus jitter spread up to when the whole queue is expected to have run, so callers turned
+        away together come back one by one as places free instead of all at once."""
+        first_free = self._running_rest_s()
+        etas = self._etas(self._queue.predicted_order(self._resident_after_running()))
+        spread = max((etas[-1] if etas else first_free) - first_free, 0.0)
+        return max(_MIN_RETRY_S, first_free + self._jitter.uniform(0.0, spread))
 
 
 def _drop(_: Progress) -> None:

@@ -23,20 +23,29 @@ from adgen_orchestrator.downstream import CallBudget
 from adgen_orchestrator.idempotency import JobRegistry, RequestIdReusedError
 from adgen_orchestrator.validation import parse_create_request, parse_edit_request
 from adgen_runtime.errors import FieldViolation, Internal, invalid_fields, reason_name
+from adgen_runtime.logs import adopt_request_id
 
 E = TypeVar("E", ad_pb.StreamCreateAdResponse, ad_pb.StreamEditAdResponse)
 
 
 @dataclass(frozen=True)
 class CallInfo:
-    """What a front end knows about the call: its request id and the caller's time left."""
+    """What a front end knows about the call: its request id and the caller's time left.
+
+    The request id is the one the front end answers and logs under: the request's own `request_id`
+    field when it is set (see `adgen_runtime.logs.call_request_id`), else the caller's or a new one.
+    """
 
     request_id: str
     time_remaining_s: float | None = None
 
 
 class AdCore:
-    """CreateAd and EditAd as event streams, plus their one-call forms."""
+    """CreateAd and EditAd as event streams, plus their one-call forms.
+
+    A request's `request_id` field, once validated, names the call: it is answered in the response
+    and becomes the id of the call's log lines from then on, whatever the front end started with.
+    """
 
     def __init__(self, pipeline: AdPipeline, settings: OrchestratorSettings) -> None:
         self._pipeline = pipeline
@@ -66,6 +75,7 @@ class AdCore:
             field_prefix=field_prefix,
             preferred_models=self._preferred_models,
         )
+        adopt_request_id(spec.request_id)
         budget = self._budget(spec.request_id, call, field_prefix)
         # Closed when this caller goes, so the job learns at once that it has one follower fewer.
         async with aclosing(
@@ -95,6 +105,7 @@ class AdCore:
             max_input_pixels=self._settings.max_input_pixels,
             field_prefix=field_prefix,
         )
+        adopt_request_id(spec.request_id)
         budget = self._budget(spec.request_id, call, field_prefix)
         # Closed when this caller goes, so the job learns at once that it has one follower fewer.
         async with aclosing(

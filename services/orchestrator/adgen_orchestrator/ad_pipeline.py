@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from google.protobuf import duration_pb2
 
@@ -82,9 +83,10 @@ _TASK_WORDS = {df_pb.MODEL_TASK_TEXT_TO_IMAGE: "generate images from text", df_p
 class AdPipeline:
     """Keyword → copy → one image per variant; photo + request → instruction → edited photo."""
 
-    def __init__(self, copywriter: CopywriterClient, diffusion: DiffusionClient) -> None:
+    def __init__(self, copywriter: CopywriterClient, diffusion: DiffusionClient, font_path: Path | None = None) -> None:
         self._copywriter = copywriter
         self._diffusion = diffusion
+        self._font_path = font_path
         self._catalog = ModelCatalog(diffusion)
 
     async def create_ad(self, spec: CreateAdSpec, budget: CallBudget) -> AsyncIterator[ad_pb.StreamCreateAdResponse]:
@@ -96,7 +98,8 @@ class AdPipeline:
         yield ad_pb.StreamCreateAdResponse(copy=ad_copy)
 
         render_size = generation_size(spec.size, size_rules(model))
-        overlay = Overlay(spec.placement, copy.headline if spec.overlay_headline else "", spec.ai_disclosure)
+        headline = copy.headline if spec.overlay_headline else ""
+        overlay = Overlay(spec.placement, headline, spec.ai_disclosure, font_path=self._font_path)
         images: list[ad_pb.AdImage] = []
         runs: list[df_pb.GenerationInfo] = []
         for index, prompt in enumerate(_variant_prompts(copy, spec.variant_count)):
@@ -182,7 +185,7 @@ class AdPipeline:
                 result = event.result
         edited = _only_image(result, "diffusion", budget)
         label = ContentLabel(SourceType.EDITED, spec.model_id, edited.seed, written.instruction)
-        overlay = Overlay(ai_badge=spec.ai_disclosure)
+        overlay = Overlay(ai_badge=spec.ai_disclosure, font_path=self._font_path)
         image = await _deliver(edited.image.data, spec.photo.size, spec.output_format, label, overlay)
         yield ad_pb.StreamEditAdResponse(
             result=ad_pb.EditAdResponse(
@@ -226,14 +229,17 @@ async def _deliver(
     label: ContentLabel,
     overlay: Overlay,
 ) -> image_pb2.Image:
-    """`deliver` off the event loop (Pillow work); a missing overlay font is a server fault."""
+    """`deliver` off the event loop (Pillow work); a missing overlay font is FAILED_PRECONDITION FONT_UNAVAILABLE:
+    the server's setup, not the request, must change, and the same request without overlays works."""
     try:
         return await asyncio.to_thread(deliver, data, size, image_format, label, overlay)
-    except FontUnavailableError:
-        _LOGGER.error("no Korean font for overlays; install fonts-noto-cjk")
-        raise Internal(
-            _R.ERROR_REASON_INTERNAL,
-            "Text overlays are unavailable on this server; retry without overlay_headline and ai_disclosure.",
+    except FontUnavailableError as error:
+        _LOGGER.error("%s", error)  # Says how to install the font; the caller is told only what to do now.
+        raise FailedPrecondition(
+            _R.ERROR_REASON_FONT_UNAVAILABLE,
+            "Text overlays are unavailable: this server has no Korean font installed. Retry without "
+            "overlay_headline and ai_disclosure, or ask the server's operator to install the font.",
+            metadata={"options": "overlay_headline,ai_disclosure"},
         ) from None
 
 

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+import re
+from pathlib import Path
+
+from pydantic import Field, FilePath, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from adgen_orchestrator.overlay import FontUnavailableError, find_korean_font
 from adgen_runtime.settings import ServerSettings
+
+# What a browser sends as Origin: scheme, host and optional port, nothing after them.
+_ORIGIN = re.compile(r"https?://[^\s/?#]+")
 
 
 class OrchestratorSettings(ServerSettings):
@@ -37,7 +44,8 @@ class OrchestratorSettings(ServerSettings):
     http_port: int = Field(8080, ge=0, le=65535, description="Port of the HTTP edge; 0 picks a free one.")
     http_cors_origins: list[str] = Field(
         default_factory=list,
-        description='Browser origins allowed to call the HTTP edge, as JSON, e.g. ["https://app.example"]; "*" is any.',
+        description="Browser origins allowed to call the HTTP edge, comma-separated "
+        '(https://a.example,https://b.example) or as JSON (["https://a.example"]); "*" is any.',
     )
     idempotency_window_s: float = Field(
         600.0, ge=0, description="How long a request_id's result is kept for replays; 0 turns idempotency off."
@@ -46,3 +54,28 @@ class OrchestratorSettings(ServerSettings):
     idempotency_max_mib: int = Field(
         512, ge=1, description="Most memory, in MiB, that remembered results of each RPC kind may hold for replays."
     )
+    overlay_font_path: FilePath | None = Field(
+        None,
+        description="Font file (OTF, TTF or TTC with Hangul) for headline and badge overlays. Unset: Pretendard Bold "
+        "from the project's npm install (node_modules/pretendard) or the Docker image, else Debian's Noto Sans CJK KR.",
+    )
+
+    @field_validator("http_cors_origins")
+    @classmethod
+    def _origins_are_origins(cls, origins: list[str]) -> list[str]:
+        # A path or trailing slash never equals a browser's Origin header: such an entry would silently allow nothing.
+        for origin in origins:
+            if origin != "*" and not _ORIGIN.fullmatch(origin):
+                raise ValueError(f'{origin[:100]!r} is not "*" or an origin such as https://app.example (no path)')
+        return origins
+
+    @field_validator("overlay_font_path")
+    @classmethod
+    def _font_draws_hangul(cls, path: Path | None) -> Path | None:
+        # Checked at start: a wrong font then stops the server naming the variable, not each overlay later.
+        if path is not None:
+            try:
+                find_korean_font(path)
+            except FontUnavailableError:
+                raise ValueError("is not a loadable OTF, TTF or TTC font with Hangul glyphs") from None
+        return path

@@ -1,18 +1,24 @@
-"""Calls to the copywriter and diffusion services: deadlines, request ids and error mapping."""
+"""Calls to the copywriter and diffusion services: deadlines, request ids, reconnection, waiting for GPU
+capacity, downstream health, and error mapping."""
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import contextlib
 import logging
+import re
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 from grpc import aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
 from adgen.copywriter.v1 import copywriter_service_pb2 as cw_pb
@@ -37,6 +43,15 @@ STATUS_DETAILS_METADATA_KEY = "grpc-status-details-bin"
 # The diffusion service's stream requests wrap the job in `request`; its violations start so.
 _STREAM_REQUEST_PREFIX = "request."
 _R = error_reason_pb2
+
+# How long a call waits for a downstream that is not connected (restarting, or just gone) before it is
+# UPSTREAM_UNAVAILABLE. The channels retry the connection at most 1.2 s apart (1 s and gRPC's jitter), so a
+# service that is back is found within this; one that stays down is reported soon, not at the deadline.
+CONNECT_WAIT_S = 1.5
+# Diffusion jobs that may wait in this orchestrator for room in the diffusion service's queue.
+DIFFUSION_WAITING_MAX = 64
+# After a health watch failed before its first answer (no health service there), the next try waits this.
+_WATCH_RETRY_S = 1.0
 
 # Codes whose downstream details tell the caller what to fix or when to retry: kept as they are.
 _PASSED_THROUGH = frozenset(
@@ -69,12 +84,16 @@ class CallBudget:
 
     def timeout(self, service: str, cap_s: float) -> float:
         """Seconds the next call to `service` may take: what is left of the caller's deadline."""
-        if self.deadline is None:
-            return cap_s
-        left = self.deadline - time.monotonic() - self.margin_s
+        left = self.left_s(cap_s)
         if left <= 0:
             raise _deadline_exceeded(service)
-        return min(left, cap_s)
+        return left
+
+    def left_s(self, cap_s: float) -> float:
+        """Seconds left of the caller's deadline (less the margin), at most `cap_s`; may be 0 or less."""
+        if self.deadline is None:
+            return cap_s
+        return min(self.deadline - time.monotonic() - self.margin_s, cap_s)
 
     @property
     def metadata(self) -> tuple[tuple[str, str], ...]:
@@ -85,7 +104,7 @@ class DownstreamError(AdGenError):
     """A downstream service's own rich error, relayed to our caller with its details intact."""
 
     def __init__(self, code: grpc.StatusCode, status: status_pb2.Status, reason: Reason, service: str) -> None:
-        super().__init__(reason, status.message, metadata={"service": service})
+        super().__init__(reason, status.message, metadata={"service": service}, retry_after_s=_retry_after_s(status))
         self.code = code
         self.status = status
 
@@ -168,12 +187,34 @@ def _replace_error_info(status: status_pb2.Status, info: error_details_pb2.Error
 
 
 def _rename_violated_fields(status: status_pb2.Status, downstream_prefix: str, caller_prefix: str) -> None:
+    """Renames the violated fields, in the BadRequest and in the message that names them, from the
+    downstream request's layout to the caller's."""
+    if downstream_prefix == caller_prefix:
+        return
+    renamed: dict[str, str] = {}
     for detail in status.details:
         bad = error_details_pb2.BadRequest()
         if detail.Unpack(bad):
             for violation in bad.field_violations:
-                violation.field = caller_prefix + violation.field.removeprefix(downstream_prefix)
+                caller_field = caller_prefix + violation.field.removeprefix(downstream_prefix)
+                renamed[violation.field] = caller_field
+                violation.field = caller_field
             detail.Pack(bad)
+    status.message = _renamed_in_text(status.message, renamed, downstream_prefix, caller_prefix)
+
+
+def _renamed_in_text(text: str, renamed: dict[str, str], downstream_prefix: str, caller_prefix: str) -> str:
+    """`text` with each field path in it renamed: the violated fields (and their sub-fields) by name, and
+    any other path that starts with the downstream prefix by swapping that prefix."""
+    names = sorted((name for name in renamed if name), key=len, reverse=True)
+    if names:
+        # A whole path only: not "width" inside "max_width", but "image" in "image.data" is its sub-field.
+        by_name = re.compile(r"(?<![\w.])(" + "|".join(map(re.escape, names)) + r")(?!\w)")
+        text = by_name.sub(lambda match: renamed[match.group(1)], text)
+    if downstream_prefix:
+        by_prefix = re.compile(r"(?<![\w.])" + re.escape(downstream_prefix) + r"(?=[A-Za-z_])")
+        text = by_prefix.sub(caller_prefix, text)
+    return text
 
 
 def _retry_after_s(status: status_pb2.Status | None) -> float | None:
@@ -201,63 +242,208 @@ def _mapped_errors(service: str, budget: CallBudget, downstream_prefix: str = ""
         ) from None
 
 
+def _unavailable(service: str) -> Unavailable:
+    return Unavailable(
+        _R.ERROR_REASON_UPSTREAM_UNAVAILABLE,
+        f"The {service} service is unavailable; try again shortly.",
+        metadata={"service": service},
+    )
+
+
+async def _connected(
+    channel: aio.Channel, service: str, budget: CallBudget, cap_s: float, connect_wait_s: float
+) -> None:
+    """Returns once `channel` is connected, waiting for a reconnect at most `connect_wait_s` and never past
+    the caller's deadline; UPSTREAM_UNAVAILABLE when it does not connect in that time."""
+    if channel.get_state(try_to_connect=True) == grpc.ChannelConnectivity.READY:
+        return
+    wait_s = min(connect_wait_s, budget.left_s(cap_s))
+    if wait_s <= 0:
+        raise _deadline_exceeded(service)
+    try:
+        await asyncio.wait_for(channel.channel_ready(), wait_s)
+    except TimeoutError:
+        if budget.left_s(cap_s) <= 0:
+            raise _deadline_exceeded(service) from None
+        raise _unavailable(service) from None
+
+
+def _call_options(service: str, budget: CallBudget, cap_s: float) -> dict[str, Any]:
+    # wait_for_ready: a connection lost after `_connected` is waited for (within the timeout), not failed at once.
+    return {"timeout": budget.timeout(service, cap_s), "metadata": budget.metadata, "wait_for_ready": True}
+
+
 class CopywriterClient:
     """The copywriter calls the orchestrator makes."""
 
     SERVICE = "copywriter"
 
-    def __init__(self, stub: cw_grpc.CopywriterServiceAsyncStub, timeout_s: float) -> None:
-        self._stub = stub
+    def __init__(self, channel: aio.Channel, timeout_s: float, *, connect_wait_s: float = CONNECT_WAIT_S) -> None:
+        self._channel = channel
+        self._stub = cw_grpc.CopywriterServiceStub(channel)
         self._timeout_s = timeout_s
+        self._connect_wait_s = connect_wait_s
 
     async def generate_copy(self, request: cw_pb.GenerateCopyRequest, budget: CallBudget) -> cw_pb.GenerateCopyResponse:
+        await _connected(self._channel, self.SERVICE, budget, self._timeout_s, self._connect_wait_s)
         with _mapped_errors(self.SERVICE, budget):
-            return await self._stub.GenerateCopy(
-                request, timeout=budget.timeout(self.SERVICE, self._timeout_s), metadata=budget.metadata
-            )
+            return await self._stub.GenerateCopy(request, **_call_options(self.SERVICE, budget, self._timeout_s))
 
     async def write_edit_instruction(
         self, request: cw_pb.WriteEditInstructionRequest, budget: CallBudget
     ) -> cw_pb.WriteEditInstructionResponse:
+        await _connected(self._channel, self.SERVICE, budget, self._timeout_s, self._connect_wait_s)
         with _mapped_errors(self.SERVICE, budget):
             return await self._stub.WriteEditInstruction(
-                request, timeout=budget.timeout(self.SERVICE, self._timeout_s), metadata=budget.metadata
+                request, **_call_options(self.SERVICE, budget, self._timeout_s)
             )
 
 
+# Waited before trying again when a QUEUE_FULL came without RetryInfo.
+_DEFAULT_QUEUE_RETRY_S = 1.0
+
+
+def _is_queue_full(error: AdGenError) -> bool:
+    return error.code == grpc.StatusCode.RESOURCE_EXHAUSTED and error.reason == _R.ERROR_REASON_QUEUE_FULL
+
+
+@dataclass(eq=False)
+class WaitingPlace:
+    """One job's place in the waiting room."""
+
+    entered: float = field(default_factory=time.monotonic)
+    woken: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def wait_turn(self, refusal: AdGenError, left_s: float) -> None:
+        """Waits until woken or until the refusal's RetryInfo delay has passed; raises the refusal when the
+        caller's time (`left_s`) runs out first."""
+        delay_s = refusal.retry_after_s if refusal.retry_after_s is not None else _DEFAULT_QUEUE_RETRY_S
+        wait_s = min(delay_s, left_s)
+        if wait_s <= 0:
+            raise refusal
+        try:
+            await asyncio.wait_for(self.woken.wait(), wait_s)
+        except TimeoutError:
+            if delay_s >= left_s:
+                raise refusal from None
+        self.woken.clear()
+
+
+class WaitingRoom:
+    """Diffusion jobs turned away with QUEUE_FULL, waiting in this orchestrator for room, oldest first.
+
+    They wait here rather than fail their callers because by then the copy is written and earlier variants
+    are rendered: a caller's retry would redo that work (and the language-model call). A waiting job tries
+    again as soon as one of this orchestrator's own diffusion jobs ends, which frees a place in the
+    diffusion queue, or once the diffusion service's RetryInfo delay has passed (other callers may have
+    freed one), whichever is first; the oldest waiter is woken first. At most `max_waiting` jobs wait;
+    beyond that, or when the caller's deadline would pass first, the QUEUE_FULL reaches the caller with its
+    RetryInfo, for the SDK to honour.
+    """
+
+    def __init__(self, max_waiting: int) -> None:
+        self.max_waiting = max_waiting
+        self._places: collections.deque[WaitingPlace] = collections.deque()
+
+    @property
+    def waiting(self) -> int:
+        return len(self._places)
+
+    def enter(self, refusal: AdGenError) -> WaitingPlace:
+        """A place at the back; the refusal itself when the room is full."""
+        if len(self._places) >= self.max_waiting:
+            raise refusal
+        place = WaitingPlace()
+        self._places.append(place)
+        _LOGGER.info("diffusion queue full: waiting for room (%d waiting here)", len(self._places))
+        return place
+
+    def leave(self, place: WaitingPlace) -> None:
+        with contextlib.suppress(ValueError):
+            self._places.remove(place)
+
+    def job_left(self) -> None:
+        """One of our jobs left the diffusion service: the oldest waiter not yet woken tries again."""
+        for place in self._places:
+            if not place.woken.is_set():
+                place.woken.set()
+                return
+
+
 class DiffusionClient:
-    """The diffusion calls the orchestrator makes; streams are cancelled when the caller goes."""
+    """The diffusion calls the orchestrator makes; streams wait for queue room and are cancelled when the
+    caller goes."""
 
     SERVICE = "diffusion"
 
-    def __init__(self, stub: df_grpc.DiffusionServiceAsyncStub, timeout_s: float) -> None:
-        self._stub = stub
+    def __init__(
+        self,
+        channel: aio.Channel,
+        timeout_s: float,
+        *,
+        connect_wait_s: float = CONNECT_WAIT_S,
+        waiting_max: int = DIFFUSION_WAITING_MAX,
+    ) -> None:
+        self._channel = channel
+        self._stub = df_grpc.DiffusionServiceStub(channel)
         self._timeout_s = timeout_s
+        self._connect_wait_s = connect_wait_s
+        self.waiting_room = WaitingRoom(waiting_max)
 
     async def list_models(self, budget: CallBudget) -> df_pb.ListModelsResponse:
+        await _connected(self._channel, self.SERVICE, budget, self._timeout_s, self._connect_wait_s)
         with _mapped_errors(self.SERVICE, budget):
             return await self._stub.ListModels(
-                df_pb.ListModelsRequest(),
-                timeout=budget.timeout(self.SERVICE, self._timeout_s),
-                metadata=budget.metadata,
+                df_pb.ListModelsRequest(), **_call_options(self.SERVICE, budget, self._timeout_s)
             )
 
     async def stream_generate(
         self, request: df_pb.GenerateRequest, budget: CallBudget
     ) -> AsyncIterator[df_pb.StreamGenerateResponse]:
-        call = self._stub.StreamGenerate(df_pb.StreamGenerateRequest(request=request), **self._options(budget))
-        async for event in self._events(call, budget):
+        def start() -> aio.UnaryStreamCall[df_pb.StreamGenerateRequest, df_pb.StreamGenerateResponse]:
+            options = _call_options(self.SERVICE, budget, self._timeout_s)
+            return self._stub.StreamGenerate(df_pb.StreamGenerateRequest(request=request), **options)
+
+        async for event in self._admitted(start, budget):
             yield event
 
     async def stream_edit(
         self, request: df_pb.EditRequest, budget: CallBudget
     ) -> AsyncIterator[df_pb.StreamEditResponse]:
-        call = self._stub.StreamEdit(df_pb.StreamEditRequest(request=request), **self._options(budget))
-        async for event in self._events(call, budget):
+        def start() -> aio.UnaryStreamCall[df_pb.StreamEditRequest, df_pb.StreamEditResponse]:
+            options = _call_options(self.SERVICE, budget, self._timeout_s)
+            return self._stub.StreamEdit(df_pb.StreamEditRequest(request=request), **options)
+
+        async for event in self._admitted(start, budget):
             yield event
 
-    def _options(self, budget: CallBudget) -> dict[str, Any]:
-        return {"timeout": budget.timeout(self.SERVICE, self._timeout_s), "metadata": budget.metadata}
+    async def _admitted(
+        self, start: Callable[[], aio.UnaryStreamCall[Any, _Event]], budget: CallBudget
+    ) -> AsyncIterator[_Event]:
+        """The job's events; while the diffusion queue is full, the job waits in the waiting room."""
+        place: WaitingPlace | None = None
+        try:
+            while True:
+                await _connected(self._channel, self.SERVICE, budget, self._timeout_s, self._connect_wait_s)
+                admitted = False  # Its first event (QUEUED) means the job holds a place in the diffusion queue.
+                try:
+                    async for event in self._events(start(), budget):
+                        admitted = True
+                        yield event
+                    return
+                except AdGenError as error:
+                    if admitted or not _is_queue_full(error):
+                        raise
+                    if place is None:
+                        place = self.waiting_room.enter(error)
+                    waited = time.monotonic() - place.entered
+                    await place.wait_turn(error, min(budget.left_s(self._timeout_s), self._timeout_s - waited))
+                finally:
+                    if admitted:
+                        self.waiting_room.job_left()
+        finally:
+            if place is not None:
+                self.waiting_room.leave(place)
 
     async def _events(self, call: aio.UnaryStreamCall[Any, _Event], budget: CallBudget) -> AsyncIterator[_Event]:
         """The stream's events, its errors mapped; cancelling it stops the GPU job if we stop early."""
@@ -267,3 +453,72 @@ class DiffusionClient:
                     yield event
             finally:
                 call.cancel()  # A no-op once finished.
+
+
+@dataclass(frozen=True)
+class WatchedService:
+    """A downstream whose readiness the orchestrator's own follows: a label, its channel, its health name."""
+
+    label: str
+    channel: aio.Channel
+    health_name: str
+
+
+class DownstreamHealth:
+    """Whether the services this orchestrator needs are ready, from their own grpc.health.v1 Watch streams.
+
+    Watch rather than polling Check: each downstream pushes its changes (a diffusion service going
+    NOT_SERVING after an unverified unload, or while draining), and a dropped connection ends the stream at
+    once, so readiness follows within a round trip rather than a polling period, at no cost while nothing
+    changes. A broken watch counts as NOT_SERVING and is opened again with wait_for_ready, so it resumes as
+    soon as the channel has reconnected.
+    """
+
+    def __init__(self, watched: Sequence[WatchedService], on_change: Callable[[bool], Awaitable[None]]) -> None:
+        self._watched = tuple(watched)
+        self._serving = {service.label: False for service in self._watched}
+        self._on_change = on_change
+        self._reported: bool | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def ready(self) -> bool:
+        """Whether every watched service last said SERVING."""
+        return all(self._serving.values())
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._watch(service)) for service in self._watched]
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    async def _watch(self, service: WatchedService) -> None:
+        stub = health_pb2_grpc.HealthStub(service.channel)
+        request = health_pb2.HealthCheckRequest(service=service.health_name)
+        while True:
+            answered = False
+            call = stub.Watch(request, wait_for_ready=True)
+            try:
+                async for reply in call:
+                    answered = True
+                    await self._update(service.label, reply.status == health_pb2.HealthCheckResponse.SERVING)
+            except aio.AioRpcError as error:
+                _LOGGER.debug("health watch of the %s service ended: %s", service.label, error.code().name)
+            finally:
+                call.cancel()
+            await self._update(service.label, False)
+            if not answered:  # Not a health server, or not ours: try again later, not in a busy loop.
+                await asyncio.sleep(_WATCH_RETRY_S)
+
+    async def _update(self, label: str, serving: bool) -> None:
+        self._serving[label] = serving
+        ready = self.ready
+        if ready == self._reported:
+            return
+        self._reported = ready
+        states = ", ".join(f"{name} {'SERVING' if up else 'NOT_SERVING'}" for name, up in self._serving.items())
+        _LOGGER.info("readiness %s (%s)", "SERVING" if ready else "NOT_SERVING", states)
+        await self._on_change(ready)

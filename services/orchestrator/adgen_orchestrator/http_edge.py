@@ -11,21 +11,29 @@ proto JSON:
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import json
 import logging
 import math
+import re
 import socket
+import struct
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import grpc
 import uvicorn
 from connectrpc.code import Code
 from connectrpc.codec import Codec
-from connectrpc.compat import google_protobuf_codecs
 from connectrpc.errors import ConnectError, ErrorDetail
 from connectrpc.request import RequestContext
+from google.protobuf import json_format, message_factory
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.message import DecodeError
 from google.protobuf.message import Message as ProtoMessage
 from google.rpc import status_pb2
 from protobuf.wkt import Any as ConnectAny
@@ -35,10 +43,24 @@ from adgen.ad.v1.ad_service_connect import AdServiceASGIApplication
 from adgen.type.v1 import error_reason_pb2
 from adgen_orchestrator.ad_core import AdCore, CallInfo
 from adgen_orchestrator.downstream import STATUS_DETAILS_METADATA_KEY
-from adgen_runtime.errors import AdGenError, InvalidArgument, internal_error
-from adgen_runtime.logs import request_id_from, request_id_var
+from adgen_runtime.errors import (
+    AdGenError,
+    Cancelled,
+    DeadlineExceeded,
+    FieldViolation,
+    InvalidArgument,
+    ResourceExhausted,
+    Unavailable,
+    bounded_grpc_status,
+    internal_error,
+    invalid_fields,
+    reason_name,
+)
+from adgen_runtime.logs import call_request_id, request_id_from, request_id_var
+from adgen_runtime.server import InFlightCalls, ShuttingDown
 
 _LOGGER = logging.getLogger(__name__)
+_M = TypeVar("_M", bound=ProtoMessage)
 
 REQUEST_ID_HEADER = "x-request-id"
 # Headers Connect and gRPC-Web clients send, and the ones browsers may read back.
@@ -64,7 +86,7 @@ class ConnectAdService:
     async def create_ad(
         self, request: ad_pb.CreateAdRequest, ctx: RequestContext[ad_pb.CreateAdRequest, ad_pb.CreateAdResponse], /
     ) -> ad_pb.CreateAdResponse:
-        with _connect_call(ctx) as call:
+        with _connect_call(ctx, request.request_id) as call:
             return await self._core.create_ad(request, call)
 
     async def stream_create_ad(
@@ -73,14 +95,14 @@ class ConnectAdService:
         ctx: RequestContext[ad_pb.StreamCreateAdRequest, ad_pb.StreamCreateAdResponse],
         /,
     ) -> AsyncIterator[ad_pb.StreamCreateAdResponse]:
-        with _connect_call(ctx) as call:
+        with _connect_call(ctx, request.request.request_id) as call:
             async for event in self._core.stream_create_ad(request.request, call, field_prefix="request."):
                 yield event
 
     async def edit_ad(
         self, request: ad_pb.EditAdRequest, ctx: RequestContext[ad_pb.EditAdRequest, ad_pb.EditAdResponse], /
     ) -> ad_pb.EditAdResponse:
-        with _connect_call(ctx) as call:
+        with _connect_call(ctx, request.request_id) as call:
             return await self._core.edit_ad(request, call)
 
     async def stream_edit_ad(
@@ -89,34 +111,41 @@ class ConnectAdService:
         ctx: RequestContext[ad_pb.StreamEditAdRequest, ad_pb.StreamEditAdResponse],
         /,
     ) -> AsyncIterator[ad_pb.StreamEditAdResponse]:
-        with _connect_call(ctx) as call:
+        with _connect_call(ctx, request.request.request_id) as call:
             async for event in self._core.stream_edit_ad(request.request, call, field_prefix="request."):
                 yield event
 
 
 @contextmanager
-def _connect_call(ctx: RequestContext[Any, Any]) -> Iterator[CallInfo]:
-    """The call's request id (the caller's `x-request-id` or a new one) and deadline; errors
-    leave as Connect errors carrying the same details gRPC callers get, never internal text."""
-    request_id = request_id_from(ctx.request_headers.get(REQUEST_ID_HEADER))
+def _connect_call(ctx: RequestContext[Any, Any], body_request_id: str) -> Iterator[CallInfo]:
+    """The call's request id (the body's `request_id`, else the caller's `x-request-id`, else a new one, as on
+    gRPC) and deadline; errors leave as Connect errors carrying the same details gRPC callers get, never
+    internal text. The last log line says how the call ended."""
+    request_id = call_request_id(body_request_id, ctx.request_headers.get(REQUEST_ID_HEADER))
     request_id_var.set(request_id)  # Each HTTP request runs in its own task and context.
     ctx.response_headers[REQUEST_ID_HEADER] = request_id
     remaining_ms = ctx.timeout_ms
     method = ctx.method.name
     _LOGGER.info("call %s over HTTP", method)
     started = time.perf_counter()
+    outcome = "OK"
     try:
         yield CallInfo(request_id, None if remaining_ms is None else remaining_ms / 1000)
     except AdGenError as error:
-        _LOGGER.info("%s failed: %s %s", method, error.code.name, error.message)
+        outcome = f"{error.code.name} {reason_name(error.reason)}"
         raise connect_error(error) from None
-    except ConnectError:
+    except ConnectError as error:
+        outcome = error.code.name
+        raise
+    except asyncio.CancelledError:
+        outcome = "CANCELLED"
         raise
     except Exception:
+        outcome = "INTERNAL"
         _LOGGER.exception("%s failed unexpectedly", method)
         raise connect_error(internal_error(request_id)) from None
     finally:
-        _LOGGER.info("done %s in %.3fs", method, time.perf_counter() - started)
+        _LOGGER.info("done %s %s in %.3fs", method, outcome, time.perf_counter() - started)
 
 
 def connect_error(error: AdGenError) -> ConnectError:
@@ -127,7 +156,7 @@ def connect_error(error: AdGenError) -> ConnectError:
 
 
 def _rich_status(error: AdGenError) -> status_pb2.Status:
-    for key, value in error.to_status().trailing_metadata:
+    for key, value in bounded_grpc_status(error.to_status()).trailing_metadata:
         if key == STATUS_DETAILS_METADATA_KEY and isinstance(value, bytes):
             return status_pb2.Status.FromString(value)
     return status_pb2.Status(message=error.message)
@@ -138,39 +167,585 @@ def _connect_code(code: grpc.StatusCode) -> Code:
 
 
 def create_http_app(core: AdCore, cors_origins: Sequence[str], max_message_bytes: int) -> AsgiApp:
-    """The Connect + gRPC-Web ASGI app for AdService, with CORS for `cors_origins`.
+    """The Connect + gRPC-Web (binary and text) ASGI app for AdService, with CORS for `cors_origins`.
 
-    Requests may be as large as over gRPC (Connect's default of 4 MB is too small for photos).
+    Requests may be as large as over gRPC (Connect's default of 4 MB is too small for photos). Every
+    refusal, including those connectrpc answers by itself, carries the details every other error carries.
     """
-    codecs = [_DecodeErrorsWithDetails(codec) for codec in google_protobuf_codecs()]
+    codecs: list[Codec[ProtoMessage, Any]] = [_StrictJsonCodec(), _BinaryCodec()]
     connect_app: AsgiApp = AdServiceASGIApplication(
         ConnectAdService(core), read_max_bytes=max_message_bytes, codecs=codecs
     )
-    return CorsMiddleware(connect_app, cors_origins) if cors_origins else connect_app
+    app = GrpcWebText(ProtocolErrors(connect_app, max_message_bytes))
+    return CorsMiddleware(app, cors_origins) if cors_origins else app
 
 
-class _DecodeErrorsWithDetails:
-    """A codec whose undecodable requests (bad JSON, wrong types) get the ErrorInfo every
-    other bad request carries, not a bare Connect error."""
+# ── request bodies ────────────────────────────────────────────────────────────────────────────
 
-    def __init__(self, codec: Codec[ProtoMessage, Any]) -> None:
-        self._codec = codec
+_MAX_BODY_VIOLATIONS = 10
+_MAX_ECHOED_NAME = 64
+_INTEGER_RANGES = {
+    **dict.fromkeys(
+        (FieldDescriptor.TYPE_INT32, FieldDescriptor.TYPE_SINT32, FieldDescriptor.TYPE_SFIXED32), (-(2**31), 2**31 - 1)
+    ),
+    **dict.fromkeys((FieldDescriptor.TYPE_UINT32, FieldDescriptor.TYPE_FIXED32), (0, 2**32 - 1)),
+    **dict.fromkeys(
+        (FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_SINT64, FieldDescriptor.TYPE_SFIXED64), (-(2**63), 2**63 - 1)
+    ),
+    **dict.fromkeys((FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_FIXED64), (0, 2**64 - 1)),
+}
+_MAX_FLOAT32 = 3.4028234663852886e38
+# Proto JSON bytes: standard or URL-safe base64, padded or not.
+_BASE64 = re.compile(r"[A-Za-z0-9+/_-]*={0,2}")
+_INTEGER_TEXT = re.compile(r"-?[0-9]+")
+
+
+class _StrictJsonCodec:
+    """Proto JSON that refuses what the stock codec lets through or describes in parser terms: unknown
+    fields and enum names (which would silently become defaults), wrong types, malformed JSON. Each
+    problem is a field violation written for people."""
 
     def name(self) -> str:
-        return self._codec.name()
+        return "json"
 
     def encode(self, message: ProtoMessage) -> bytes:
-        return self._codec.encode(message)
+        return json_format.MessageToJson(message).encode()
+
+    def decode(self, data: bytes | bytearray, message_class: type[Any]) -> Any:
+        return decode_json_message(bytes(data), message_class)
+
+
+class _BinaryCodec:
+    """Binary proto whose undecodable bodies get the same details as every other bad request."""
+
+    def name(self) -> str:
+        return "proto"
+
+    def encode(self, message: ProtoMessage) -> bytes:
+        return message.SerializeToString()
 
     def decode(self, data: bytes | bytearray, message_class: type[Any]) -> Any:
         try:
-            return self._codec.decode(data, message_class)
-        except Exception as error:  # The parser's message describes the caller's body, not our code.
-            invalid = InvalidArgument(
-                error_reason_pb2.ERROR_REASON_INVALID_ARGUMENT,
-                f"The request body is not a valid {message_class.DESCRIPTOR.full_name}: {error}",
+            return message_class.FromString(bytes(data))
+        except DecodeError:
+            raise _bad_body(f"is not a binary {message_class.DESCRIPTOR.name} message") from None
+
+
+def decode_json_message(data: bytes, message_class: type[_M]) -> _M:
+    """The message a proto JSON body holds, or a Connect INVALID_ARGUMENT naming every field that is wrong.
+
+    The checks run before the conversion so that nothing is coerced: `"placement": "STORY"` is refused
+    rather than read as the default placement. Numbers are accepted for enums; validation names unknown ones.
+    """
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _bad_body("is not UTF-8 text") from None
+    try:
+        # An empty body is the empty message, as in binary proto; validation then names what is missing.
+        value = json.loads(text, object_pairs_hook=_unique_keys) if text.strip() else {}
+    except _RepeatedKey as repeated:
+        raise connect_error(
+            invalid_fields([FieldViolation(_echoed(repeated.key), "is given more than once")])
+        ) from None
+    except json.JSONDecodeError as error:
+        raise _bad_body(f"is not valid JSON (line {error.lineno}, column {error.colno})") from None
+    except RecursionError:
+        raise _bad_body("is nested too deeply") from None
+    if not isinstance(value, dict):
+        raise _bad_body(f"must be a JSON object ({message_class.DESCRIPTOR.name})")
+    # The C (upb) descriptor the runtime uses has the same attributes as the Python one the checks are typed for.
+    violations = _json_violations(value, cast(Descriptor, message_class.DESCRIPTOR), "")
+    if violations:
+        raise connect_error(invalid_fields(violations[:_MAX_BODY_VIOLATIONS]))
+    message = message_class()
+    try:
+        json_format.ParseDict(value, message, ignore_unknown_fields=False)
+    except json_format.ParseError:
+        _LOGGER.warning("a %s body passed the JSON checks but not the parser", message_class.DESCRIPTOR.name)
+        raise _bad_body(f"is not a valid {message_class.DESCRIPTOR.name}") from None
+    return message
+
+
+class _RepeatedKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise _RepeatedKey(key)
+        result[key] = value
+    return result
+
+
+def _bad_body(description: str) -> ConnectError:
+    """INVALID_ARGUMENT for a body that is wrong as a whole: the violation's empty field names the request."""
+    violation = FieldViolation("", f"The request body {description}")
+    return connect_error(
+        InvalidArgument(
+            error_reason_pb2.ERROR_REASON_INVALID_ARGUMENT,
+            f"The request body {description}.",
+            field_violations=[violation],
+        )
+    )
+
+
+def _echoed(name: str) -> str:
+    """A name the caller sent, safe to repeat: escaped and bounded."""
+    escaped = json.dumps(name, ensure_ascii=False)[1:-1]
+    return escaped if len(escaped) <= _MAX_ECHOED_NAME else escaped[: _MAX_ECHOED_NAME - 1] + "…"
+
+
+def _json_violations(value: dict[str, Any], descriptor: Descriptor, prefix: str) -> list[FieldViolation]:
+    """Every field of one JSON object that the proto JSON mapping of `descriptor` does not allow."""
+    by_name = {field.name: field for field in descriptor.fields} | {
+        field.json_name: field for field in descriptor.fields
+    }
+    violations: list[FieldViolation] = []
+    seen: dict[str, str] = {}  # Field or oneof name -> the key that set it.
+    for key, item in value.items():
+        field = by_name.get(key)
+        if field is None:
+            violations.append(FieldViolation(prefix + _echoed(key), f"is not a field of {descriptor.name}"))
+            continue
+        path = prefix + field.name
+        group = field.containing_oneof.name if field.containing_oneof is not None else field.name
+        if group in seen:
+            violations.append(FieldViolation(path, f"is given more than once (also as {_echoed(seen[group])})"))
+            continue
+        if item is None:  # null is the field's default (for a oneof member too: it sets nothing)
+            continue
+        seen[group] = key
+        violations += _field_violations(item, field, path)
+    return violations
+
+
+def _field_violations(item: Any, field: FieldDescriptor, path: str) -> list[FieldViolation]:
+    if field.message_type is not None and field.message_type.GetOptions().map_entry:
+        if not isinstance(item, dict):
+            return [FieldViolation(path, "must be a JSON object")]
+        value_field = field.message_type.fields_by_name["value"]
+        return [v for key, element in item.items() for v in _value_violations(element, value_field, f"{path}[{key}]")]
+    if field.is_repeated:
+        if not isinstance(item, list):
+            return [FieldViolation(path, "must be a JSON array")]
+        return [v for index, element in enumerate(item) for v in _value_violations(element, field, f"{path}[{index}]")]
+    return _value_violations(item, field, path)
+
+
+def _value_violations(value: Any, field: FieldDescriptor, path: str) -> list[FieldViolation]:
+    """What is wrong with one value of `field` (one element, for a repeated field)."""
+    if value is None:
+        return [FieldViolation(path, "must not be null")]
+    if field.message_type is not None:
+        if field.message_type.full_name.startswith("google.protobuf."):
+            # Well-known types have JSON forms of their own (a Duration is "1.5s"); their parser checks them.
+            try:
+                json_format.ParseDict(value, message_factory.GetMessageClass(field.message_type)())
+            except json_format.ParseError:
+                return [FieldViolation(path, f"is not a valid {field.message_type.name}")]
+            return []
+        if not isinstance(value, dict):
+            return [FieldViolation(path, f"must be a JSON object ({field.message_type.name})")]
+        return _json_violations(value, field.message_type, path + ".")
+    if field.enum_type is not None:
+        if (isinstance(value, str) and value in field.enum_type.values_by_name) or _is_integer(value):
+            return []
+        names = ", ".join(option.name for option in field.enum_type.values)
+        return [FieldViolation(path, f"must be one of {names}")]
+    if field.type == FieldDescriptor.TYPE_STRING:
+        return [] if isinstance(value, str) else [FieldViolation(path, "must be a string")]
+    if field.type == FieldDescriptor.TYPE_BYTES:
+        valid = isinstance(value, str) and _BASE64.fullmatch(value) is not None and len(value.rstrip("=")) % 4 != 1
+        return [] if valid else [FieldViolation(path, "must be base64-encoded bytes")]
+    if field.type == FieldDescriptor.TYPE_BOOL:
+        return [] if isinstance(value, bool) else [FieldViolation(path, "must be true or false")]
+    if field.type in _INTEGER_RANGES:
+        low, high = _INTEGER_RANGES[field.type]
+        whole = _whole_number(value)
+        if whole is not None and low <= whole <= high:
+            return []
+        return [FieldViolation(path, f"must be a whole number from {low} to {high}")]
+    return [] if _is_number(value, field.type) else [FieldViolation(path, "must be a number")]
+
+
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _whole_number(value: Any) -> int | None:
+    """The integer proto JSON reads from `value` (a number, or a decimal string), or None."""
+    if _is_integer(value):
+        return int(value)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and _INTEGER_TEXT.fullmatch(value):
+        return int(value)
+    return None
+
+
+def _is_number(value: Any, kind: int) -> bool:
+    if isinstance(value, str):
+        if value in ("NaN", "Infinity", "-Infinity"):
+            return True
+        try:
+            value = float(value)
+        except ValueError:
+            return False
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return kind != FieldDescriptor.TYPE_FLOAT or not math.isfinite(value) or abs(value) <= _MAX_FLOAT32
+
+
+# ── gRPC-Web text mode ────────────────────────────────────────────────────────────────────────
+
+_GRPC_WEB = "application/grpc-web"
+_GRPC_WEB_TEXT = "application/grpc-web-text"
+
+
+class GrpcWebText:
+    """gRPC-Web's text mode (grpc-web's default): base64 request bodies in, base64 response bodies out,
+    around the binary gRPC-Web the app speaks. Each response chunk is encoded on its own, padding and all,
+    as the gRPC-Web spec allows, so a message leaves the moment the app sends it."""
+
+    def __init__(self, app: AsgiApp) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        media_type = _media_type(_header(scope, b"content-type") or "")
+        if scope["type"] != "http" or not (media_type == _GRPC_WEB_TEXT or media_type.startswith(_GRPC_WEB_TEXT + "+")):
+            await self._app(scope, receive, send)
+            return
+        binary = _GRPC_WEB + media_type[len(_GRPC_WEB_TEXT) :]
+        headers = [(key, value) for key, value in scope["headers"] if key.lower() != b"content-type"]
+        scope = {**scope, "headers": [*headers, (b"content-type", binary.encode("latin-1"))]}
+        await self._app(scope, _Base64Body(receive), _base64_sender(send))
+
+
+class _Base64Body:
+    """The request body decoded from base64 as it arrives; a clear INVALID_ARGUMENT if it is not base64."""
+
+    def __init__(self, receive: Receive) -> None:
+        self._receive = receive
+        self._pending = b""
+
+    async def __call__(self) -> Message:
+        message = await self._receive()
+        if message["type"] != "http.request":
+            return message
+        text = self._pending + b"".join(bytes(message.get("body", b"")).split())
+        more = bool(message.get("more_body", False))
+        whole = len(text) - len(text) % 4 if more else len(text)
+        self._pending = text[whole:]
+        try:
+            body = _b64decode_chunks(text[:whole])
+        except (binascii.Error, ValueError):
+            raise _bad_body("is not base64, as the application/grpc-web-text content type says") from None
+        return {**message, "body": body, "more_body": more}
+
+
+def _b64decode_chunks(text: bytes) -> bytes:
+    """Base64 that may be several padded chunks end to end (each ends at its own padding)."""
+    decoded = bytearray()
+    for chunk in re.findall(rb"[^=]+=*|=+", text):
+        decoded += base64.b64decode(chunk, validate=True)
+    return bytes(decoded)
+
+
+def _base64_sender(send: Send) -> Send:
+    async def send_text(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = []
+            for key, value in message.get("headers", ()):
+                if key.lower() == b"content-type" and bytes(value).startswith(_GRPC_WEB.encode()):
+                    value = _GRPC_WEB_TEXT.encode() + bytes(value)[len(_GRPC_WEB) :]
+                if key.lower() != b"content-length":  # The text is longer than the bytes it encodes.
+                    headers.append((key, value))
+            message = {**message, "headers": headers}
+        elif message["type"] == "http.response.body" and message.get("body"):
+            message = {**message, "body": base64.b64encode(bytes(message["body"]))}
+        await send(message)
+
+    return send_text
+
+
+# ── refusals connectrpc answers by itself ─────────────────────────────────────────────────────
+
+# "Not a call this server implements" (no such method, HTTP method or content type).
+_UNSUPPORTED_REASON = error_reason_pb2.ERROR_REASON_UNSUPPORTED_CALL
+_METHODS = "POST /adgen.ad.v1.AdService/CreateAd, StreamCreateAd, EditAd or StreamEditAd"
+_MEDIA_TYPES = (
+    "application/json or application/proto (Connect), application/connect+json or application/connect+proto "
+    "(Connect streaming), application/grpc-web[-text][+proto] (gRPC-Web)"
+)
+_HTTP_REFUSALS = {
+    404: f"There is no such method here; AdService answers {_METHODS}.",
+    405: f"AdService methods take POST: {_METHODS}.",
+    415: f"Unsupported content type; send {_MEDIA_TYPES}.",
+}
+_NATIVE_GRPC = (
+    "gRPC needs HTTP/2, which this HTTP port does not serve: call the orchestrator's gRPC port, or use Connect or "
+    "gRPC-Web here."
+)
+_END_STREAM, _GRPC_WEB_TRAILERS = 0x02, 0x80
+
+
+class ProtocolErrors:
+    """Gives the errors connectrpc answers by itself (an unknown path, a wrong HTTP method or content type,
+    a malformed envelope or header, a body over the limit, a deadline) what every other error carries: an
+    ErrorInfo reason, field violations for bad input, and a message for people instead of framework text.
+
+    They are rewritten on the way out, in the request's protocol: Connect error JSON (unary), a Connect
+    end-of-stream message, gRPC-Web status headers or a gRPC-Web trailers frame. Errors that already carry
+    an ErrorInfo (everything AdCore raises) pass through untouched.
+    """
+
+    def __init__(self, app: AsgiApp, max_message_bytes: int) -> None:
+        self._app = app
+        self._max_message_bytes = max_message_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        media_type = _media_type(_header(scope, b"content-type") or "")
+        request_id = request_id_from(_header(scope, REQUEST_ID_HEADER.encode()))
+        response = _RewrittenResponse(send, media_type.startswith(_GRPC_WEB), request_id, self._max_message_bytes)
+        if media_type == "application/grpc" or media_type.startswith("application/grpc+"):
+            await response.refuse(415, _unsupported(_NATIVE_GRPC), [])
+            return
+        await self._app(scope, receive, response.send)
+
+
+class _RewrittenResponse:
+    """One response on its way out, with framework errors given their details."""
+
+    def __init__(self, send: Send, grpc_web: bool, request_id: str, max_message_bytes: int) -> None:
+        self._send = send
+        self._grpc_web = grpc_web
+        self._request_id = request_id
+        self._max_message_bytes = max_message_bytes
+        self._held: Message | None = None  # A start held back until its body shows what to send instead.
+        self._held_body = bytearray()
+        self._refusal: int | None = None
+        self._framed = False  # A Connect stream or gRPC-Web body: enveloped messages, one per chunk.
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            await self._start(message)
+        elif message["type"] == "http.response.body" and (self._held is not None or self._refusal is not None):
+            await self._held_message_body(message)
+        elif message["type"] == "http.response.body" and self._framed:
+            await self._send({**message, "body": self._end_of_stream(bytes(message.get("body", b"")))})
+        else:
+            await self._send(message)
+
+    async def refuse(self, status: int, error: AdGenError, headers: list[tuple[bytes, bytes]]) -> None:
+        """Answers `error`: trailers-only for gRPC-Web (HTTP 200, as gRPC answers), else Connect error JSON."""
+        if self._grpc_web:
+            status_headers = [(key.encode(), value.encode()) for key, value in grpc_status_fields(error)]
+            start_headers = [(b"content-type", b"application/grpc-web+proto"), *status_headers, *headers]
+            await self._send({"type": "http.response.start", "status": 200, "headers": start_headers})
+            await self._send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
+        body = connect_error_json(error)
+        json_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *headers]
+        await self._send({"type": "http.response.start", "status": status, "headers": json_headers})
+        await self._send({"type": "http.response.body", "body": body, "more_body": False})
+
+    async def _start(self, message: Message) -> None:
+        headers = [(bytes(key).lower(), bytes(value)) for key, value in message.get("headers", ())]
+        names = {key for key, _ in headers}
+        status = int(message["status"])
+        if status in _HTTP_REFUSALS and b"content-type" not in names:
+            # connectrpc's HTTPError: an empty body, keeping only its Allow / Accept-Post headers.
+            self._refusal = status
+            self._held = {**message, "headers": [(k, v) for k, v in headers if k in (b"allow", b"accept-post")]}
+            return
+        if status != 200 and (dict(headers).get(b"content-type", b"").startswith(b"application/json")):
+            self._held = message  # A Connect unary error: its JSON follows.
+            return
+        content_type = dict(headers).get(b"content-type", b"")
+        self._framed = content_type.startswith((b"application/connect+", _GRPC_WEB.encode()))
+        grpc_status = dict(headers).get(b"grpc-status")
+        if grpc_status not in (None, b"0") and STATUS_DETAILS_METADATA_KEY.encode() not in names:
+            # A gRPC-Web trailers-only error without details.
+            text = urllib.parse.unquote(dict(headers).get(b"grpc-message", b"").decode("latin-1"))
+            error = self._framework_error(_GRPC_CODES.get(grpc_status, Code.UNKNOWN), text)
+            kept = [(k, v) for k, v in headers if k not in (b"grpc-status", b"grpc-message")]
+            status_headers = [(key.encode(), value.encode()) for key, value in grpc_status_fields(error)]
+            message = {**message, "headers": [*kept, *status_headers]}
+        await self._send(message)
+
+    async def _held_message_body(self, message: Message) -> None:
+        self._held_body += bytes(message.get("body", b""))
+        if message.get("more_body", False):
+            return
+        held, self._held = self._held, None
+        assert held is not None
+        if self._refusal is not None:
+            await self.refuse(self._refusal, _unsupported(_HTTP_REFUSALS[self._refusal]), held["headers"])
+            return
+        body = bytes(self._held_body)
+        error = self._rewritten_connect_error(body)
+        if error is not None:
+            body = connect_error_json(error)
+        headers = [(k, v) for k, v in held.get("headers", ()) if bytes(k).lower() != b"content-length"]
+        await self._send({**held, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+        await self._send({"type": "http.response.body", "body": body, "more_body": False})
+
+    def _rewritten_connect_error(self, body: bytes) -> AdGenError | None:
+        """The error to send instead of a Connect error body without an ErrorInfo, else None."""
+        try:
+            wire = json.loads(body)
+        except ValueError:
+            return self._framework_error(Code.UNKNOWN, "")
+        if not isinstance(wire, dict) or _has_error_info(wire):
+            return None
+        code = Code(wire["code"]) if wire.get("code") in _CONNECT_CODES else Code.UNKNOWN
+        return self._framework_error(code, str(wire.get("message", "")))
+
+    def _end_of_stream(self, chunk: bytes) -> bytes:
+        """`chunk`, or the end of a stream (Connect end message, gRPC-Web trailers) given its details."""
+        if len(chunk) < 5 or chunk[0] not in (_END_STREAM, _GRPC_WEB_TRAILERS):
+            return chunk  # Compressed (flag bit 0) or partial frames pass as they are.
+        (length,) = struct.unpack_from(">I", chunk, 1)
+        if length != len(chunk) - 5:
+            return chunk
+        payload = chunk[5:]
+        if chunk[0] == _GRPC_WEB_TRAILERS:
+            fields = {}
+            for line in payload.split(b"\r\n"):
+                key, _, value = line.partition(b":")
+                fields[key.strip().lower()] = value.strip()
+            grpc_status = fields.get(b"grpc-status", b"")
+            if grpc_status in (b"", b"0") or STATUS_DETAILS_METADATA_KEY.encode() in fields:
+                return chunk
+            text = urllib.parse.unquote(fields.get(b"grpc-message", b"").decode("latin-1"))
+            return grpc_web_trailers_frame(self._framework_error(_GRPC_CODES.get(grpc_status, Code.UNKNOWN), text))
+        try:
+            end = json.loads(payload)
+        except ValueError:
+            return chunk
+        wire = end.get("error") if isinstance(end, dict) else None
+        if not isinstance(wire, dict) or _has_error_info(wire):
+            return chunk
+        code = Code(wire["code"]) if wire.get("code") in _CONNECT_CODES else Code.UNKNOWN
+        end["error"] = json.loads(connect_error_json(self._framework_error(code, str(wire.get("message", "")))))
+        encoded = json.dumps(end, ensure_ascii=False).encode()
+        return struct.pack(">BI", _END_STREAM, len(encoded)) + encoded
+
+    def _framework_error(self, code: Code, text: str) -> AdGenError:
+        """Our error for one connectrpc raised by itself; `text` (its message) only picks the wording."""
+        reasons = error_reason_pb2
+        if code == Code.RESOURCE_EXHAUSTED:
+            limit = self._max_message_bytes
+            return ResourceExhausted(
+                reasons.ERROR_REASON_MESSAGE_TOO_LARGE,
+                f"The request is larger than this server's {limit}-byte ({limit / 2**20:.0f} MiB) limit.",
+                metadata={"max_bytes": str(limit)},
             )
-            raise connect_error(invalid) from None
+        if code == Code.INVALID_ARGUMENT:
+            return _malformed(_protocol_description(text))
+        if code == Code.UNIMPLEMENTED:
+            return _unsupported(_protocol_description(text))
+        if code == Code.DEADLINE_EXCEEDED:
+            return DeadlineExceeded(reasons.ERROR_REASON_JOB_CANCELLED, "The request's deadline ran out.")
+        if code == Code.CANCELED:
+            return Cancelled(reasons.ERROR_REASON_JOB_CANCELLED, "The request was cancelled.")
+        if code == Code.UNAVAILABLE:
+            return Unavailable(reasons.ERROR_REASON_NOT_READY, "The service cannot take requests now.", retry_after_s=1)
+        _LOGGER.error("the HTTP edge answered %s by itself: %s", code.value, text[:200])
+        return internal_error(self._request_id)
+
+
+def _protocol_description(text: str) -> str:
+    """A readable description of a malformed request, from the kind connectrpc named (never its text, which
+    can quote headers and parser errors); the first matching marker wins."""
+    for marker, description in _PROTOCOL_PROBLEMS:
+        if marker in text:
+            return description
+    return "The request is not a well-formed Connect or gRPC-Web call."
+
+
+_PROTOCOL_PROBLEMS = (
+    ("connect-protocol-version", "The connect-protocol-version header must be 1."),
+    ("timeout", "The request's timeout header (connect-timeout-ms or grpc-timeout) is malformed."),
+    ("compression", "The request's content encoding is not supported; send identity or gzip."),
+    ("decompress", "The request body is not valid data in its declared content encoding."),
+    ("zero messages", "The request carries no message; send exactly one."),
+    ("multiple messages", "The request carries more than one message; send exactly one."),
+    ("promised", "The request's message framing says more bytes than the body holds."),
+    ("envelope", "The request's message framing (the 5-byte envelope) is malformed."),
+    ("'message' parameter", "A GET request needs the message query parameter."),
+    ("base64", "The request's message query parameter is not base64."),
+)
+_CONNECT_CODES = frozenset(code.value for code in Code)
+_GRPC_CODES = {
+    str(status.value[0]).encode(): _connect_code(status) for status in grpc.StatusCode if status != grpc.StatusCode.OK
+}
+
+
+def _malformed(description: str) -> InvalidArgument:
+    return InvalidArgument(
+        error_reason_pb2.ERROR_REASON_INVALID_ARGUMENT,
+        description,
+        field_violations=[FieldViolation("", description)],
+    )
+
+
+def _unsupported(description: str) -> AdGenError:
+    return _Unimplemented(_UNSUPPORTED_REASON, description)
+
+
+class _Unimplemented(AdGenError):
+    """Not a call this server implements: an unknown method, HTTP method, content type or encoding."""
+
+    code = grpc.StatusCode.UNIMPLEMENTED
+
+
+def _has_error_info(wire: dict[str, Any]) -> bool:
+    details = wire.get("details")
+    return isinstance(details, list) and any(
+        isinstance(detail, dict) and detail.get("type") == "google.rpc.ErrorInfo" for detail in details
+    )
+
+
+def _media_type(content_type: str) -> str:
+    return content_type.partition(";")[0].strip().lower()
+
+
+def connect_error_json(error: AdGenError) -> bytes:
+    """Connect's JSON form of `error` (an error response body, or the `error` of an end-of-stream message)."""
+    status = _rich_status(error)
+    details = [
+        # Connect sends the type name, not the URL, and unpadded base64.
+        {"type": detail.type_url.rpartition("/")[2], "value": base64.b64encode(detail.value).decode().rstrip("=")}
+        for detail in status.details
+    ]
+    body = {"code": _connect_code(error.code).value, "message": status.message, "details": details}
+    return json.dumps(body, ensure_ascii=False).encode()
+
+
+def grpc_status_fields(error: AdGenError) -> list[tuple[str, str]]:
+    """The grpc-status, grpc-message and grpc-status-details-bin of `error`, as headers or trailers carry them."""
+    status = _rich_status(error)
+    status.code = error.code.value[0]
+    return [
+        ("grpc-status", str(status.code)),
+        ("grpc-message", urllib.parse.quote(status.message, safe="")),
+        (STATUS_DETAILS_METADATA_KEY, base64.b64encode(status.SerializeToString()).decode().rstrip("=")),
+    ]
+
+
+def grpc_web_trailers_frame(error: AdGenError) -> bytes:
+    """The gRPC-Web trailers frame that ends a response with `error`."""
+    trailers = "".join(f"{key}: {value}\r\n" for key, value in grpc_status_fields(error)).encode()
+    return struct.pack(">BI", _GRPC_WEB_TRAILERS, len(trailers)) + trailers
 
 
 class CorsMiddleware:
@@ -223,30 +798,120 @@ class _EmbeddedUvicorn(uvicorn.Server):
 
 
 class HttpEdge:
-    """uvicorn serving an ASGI app on a socket bound up front, as a task of the running loop.
+    """uvicorn serving an ASGI app on a socket bound up front, as a task of the running loop, draining
+    with the gRPC server by the same deadline.
 
-    Binding first means the port is known (and already accepting) when this returns.
+    Binding first means the port is known (and already accepting) when this returns. A drain keeps the
+    port open and refuses every new request at once with UNAVAILABLE NOT_READY and RetryInfo, in its
+    protocol's error form (Connect error JSON, a Connect end-of-stream message, gRPC-Web trailers), so a
+    client learns why instead of meeting a closed port; running requests may finish until the deadline,
+    and a stream still running then ends with the same error. CORS for `cors_origins` is applied
+    outside that guard, so browsers can read a refusal too.
     """
 
-    def __init__(self, app: AsgiApp, host: str, port: int, grace_s: float) -> None:
+    def __init__(self, app: AsgiApp, host: str, port: int, *, cors_origins: Sequence[str] = ()) -> None:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._socket = socket.create_server((host.strip("[]"), port), family=family)
         self.port: int = self._socket.getsockname()[1]
+        self._app = app
+        self.calls = InFlightCalls()
+        served: AsgiApp = CorsMiddleware(self._guarded, cors_origins) if cors_origins else self._guarded
+        # By the time uvicorn shuts down, the drain has ended every request; a second is plenty to close.
+        # asgi3 said outright: uvicorn would take a bound method for an ASGI 2 app.
         config = uvicorn.Config(
-            app, lifespan="off", log_config=None, access_log=False, timeout_graceful_shutdown=max(1, math.ceil(grace_s))
+            served,
+            interface="asgi3",
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=1,
         )
         self._server = _EmbeddedUvicorn(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[self._socket]))
         self._task.add_done_callback(_log_crash)
         _LOGGER.info("serving HTTP (Connect, gRPC-Web) on %s:%d", host, self.port)
 
-    async def stop(self) -> None:
-        """Stops accepting, lets open requests finish within the grace period, closes the socket."""
+    def begin_drain(self) -> None:
+        """Refuses every new request from now on, with UNAVAILABLE NOT_READY."""
+        self.calls.begin_drain()
+
+    async def drain(self, deadline: float) -> None:
+        """Refuses new requests at once, lets running ones finish until `deadline` (a `time.monotonic()`
+        value), ends those left with UNAVAILABLE NOT_READY, then stops serving and closes the socket."""
+        cut = await self.calls.drain(deadline)
+        if cut:
+            _LOGGER.warning("cut %d HTTP request(s) still running at the end of the grace period", cut)
         self._server.should_exit = True
         try:
             await self._task
         finally:
             self._socket.close()
+
+    async def stop(self) -> None:
+        """Stops at once; running requests end with UNAVAILABLE NOT_READY."""
+        await self.drain(time.monotonic())
+
+    async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        exchange = HttpEdge._Exchange(_header(scope, b"content-type") or "", send)
+        try:
+            self.calls.admit()  # Before the app's coroutine exists: a refused request runs nothing.
+            await self.calls.run(self._app(scope, receive, exchange.send), on_cut=exchange.stop_forwarding)
+        except ShuttingDown as error:  # Refused at once during a drain, or cut at its deadline.
+            await exchange.end_with(error)
+
+    class _Exchange:
+        """One HTTP request's response as it goes out, so a drain can end it in its protocol's form."""
+
+        def __init__(self, content_type: str, send: Send) -> None:
+            self._media_type = content_type.partition(";")[0].strip().lower()
+            self._send = send
+            self._forwarding = True
+            self._started = False
+            self._finished = False
+
+        async def send(self, message: Message) -> None:
+            if not self._forwarding:
+                return  # Cut: what the app sends while it unwinds would contradict the status we send.
+            if message["type"] == "http.response.start":
+                self._started = True
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                self._finished = True
+            await self._send(message)
+
+        def stop_forwarding(self) -> None:
+            self._forwarding = False
+
+        async def end_with(self, error: AdGenError) -> None:
+            """Answers `error` if nothing was sent yet, else ends the stream with it."""
+            self._forwarding = False
+            if self._finished:
+                return
+            if self._started:
+                await self._send({"type": "http.response.body", "body": self._end_of_stream(error), "more_body": False})
+                return
+            if self._is_stream():
+                status, content_type, body = 200, self._media_type, self._end_of_stream(error)
+            else:  # Connect unary, and anything that is not a known protocol: Connect error JSON.
+                status, content_type, body = 503, "application/json", connect_error_json(error)
+            headers = [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())]
+            await self._send({"type": "http.response.start", "status": status, "headers": headers})
+            await self._send({"type": "http.response.body", "body": body, "more_body": False})
+
+        def _is_stream(self) -> bool:
+            return self._media_type.startswith(("application/connect+", "application/grpc-web"))
+
+        def _end_of_stream(self, error: AdGenError) -> bytes:
+            """The last message of a Connect stream or gRPC-Web response, carrying `error`."""
+            if self._media_type.startswith("application/grpc-web"):
+                frame = grpc_web_trailers_frame(error)
+                return base64.b64encode(frame) if self._media_type.startswith("application/grpc-web-text") else frame
+            if self._media_type.startswith("application/connect+"):
+                end = json.dumps({"error": json.loads(connect_error_json(error))}, ensure_ascii=False).encode()
+                return struct.pack(">BI", 0x02, len(end)) + end
+            return b""  # A unary response cut halfway has no end message: it stays truncated.
 
 
 def _log_crash(task: asyncio.Task[None]) -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import math
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
@@ -19,6 +21,12 @@ PILLOW_FORMATS: dict[image_pb2.ImageFormat.ValueType, str] = {
     image_pb2.IMAGE_FORMAT_WEBP: "WEBP",
 }
 _FORMAT_ENUMS = {name: value for value, name in PILLOW_FORMATS.items()}
+# The diffusion service refuses photos longer than 8:1 for every edit model (adgen_diffusion.images); the same
+# rule here turns such a photo away before it costs a copywriter call.
+MAX_PHOTO_ASPECT = 8.0
+# The legal size grid stretches a render by a few percent at most; a larger mismatch means the model could
+# not render the delivered shape, and a crop keeps proportions where a stretch would distort them.
+_MAX_STRETCH = math.log(1.1)
 
 
 @dataclass(frozen=True)
@@ -28,6 +36,8 @@ class Overlay:
     placement: ad_pb2.Placement.ValueType = ad_pb2.PLACEMENT_UNSPECIFIED
     headline: str = ""
     ai_badge: bool = False
+    # ADGEN_ORCHESTRATOR_OVERLAY_FONT_PATH; None finds the installed one.
+    font_path: Path | None = None
 
 
 class PhotoRejectedError(ValueError):
@@ -60,6 +70,7 @@ def read_photo(data: bytes, *, max_bytes: int, max_pixels: int) -> Photo:
                     raise PhotoRejectedError("must be a PNG, JPEG or WebP photo")
                 if image.width * image.height > max_pixels:
                     raise PhotoRejectedError(f"has more than {max_pixels} pixels")
+                _check_aspect(image.width, image.height)
                 image.load()
                 rotated = image.getexif().get(ExifTags.Base.Orientation, 1) not in (0, 1)
                 upright = ImageOps.exif_transpose(image) if rotated else None
@@ -81,6 +92,16 @@ def read_photo(data: bytes, *, max_bytes: int, max_pixels: int) -> Photo:
     return Photo(buffer.getvalue(), Size(upright.width, upright.height))
 
 
+def _check_aspect(width: int, height: int) -> None:
+    ratio = max(width, height) / max(min(width, height), 1)
+    if ratio > MAX_PHOTO_ASPECT:
+        shown = f"{ratio:.2f}".rstrip("0").rstrip(".")
+        raise PhotoRejectedError(
+            f"is {width}x{height}, an aspect ratio of {shown}:1; photos up to {MAX_PHOTO_ASPECT:g}:1 can be edited, "
+            "so crop it closer to its subject first"
+        )
+
+
 def deliver(
     data: bytes,
     size: Size,
@@ -88,15 +109,32 @@ def deliver(
     label: ContentLabel,
     overlay: Overlay | None = None,
 ) -> image_pb2.Image:
-    """Resizes a generated image to the exact delivered size, draws any overlay text at that
-    size (so it is sharp and inside the safe zone), and encodes it with its AI label."""
+    """Fits a generated image to the exact delivered size (resized, or cropped first where the model
+    could not render that shape), draws any overlay text at that size (so it is sharp and inside the
+    safe zone), and encodes it with its AI label."""
     with Image.open(io.BytesIO(data)) as generated:
         picture = generated.convert("RGB")
     if (picture.width, picture.height) != (size.width, size.height):
-        picture = picture.resize((size.width, size.height), Image.Resampling.LANCZOS)
+        picture = _fit(picture, size)
     if overlay is not None and overlay.headline.strip():
-        draw_headline(picture, overlay.headline, overlay.placement)
+        draw_headline(picture, overlay.headline, overlay.placement, font_path=overlay.font_path)
     if overlay is not None and overlay.ai_badge:
-        draw_ai_badge(picture, overlay.placement)
+        draw_ai_badge(picture, overlay.placement, font_path=overlay.font_path)
     encoded = encode_labelled(picture, PILLOW_FORMATS[image_format], label)
     return image_pb2.Image(data=encoded, format=image_format, width=size.width, height=size.height)
+
+
+def _fit(picture: Image.Image, size: Size) -> Image.Image:
+    """`picture` at exactly `size`: resized, after cropping its centre to `size`'s aspect when the two differ
+    by more than the size grid explains (a 32:1 banner from a model that renders at most 8:1)."""
+    aspect = picture.width / picture.height
+    if abs(math.log(aspect / size.aspect)) > _MAX_STRETCH:
+        if aspect > size.aspect:
+            width = round(picture.height * size.aspect)
+            left = (picture.width - width) // 2
+            picture = picture.crop((left, 0, left + width, picture.height))
+        else:
+            height = round(picture.width / size.aspect)
+            top = (picture.height - height) // 2
+            picture = picture.crop((0, top, picture.width, top + height))
+    return picture.resize((size.width, size.height), Image.Resampling.LANCZOS)

@@ -6,6 +6,7 @@ inside the placement's safe zone (the parts Instagram's UI and grid crops leave 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -14,17 +15,34 @@ from PIL import Image, ImageDraw, ImageFont
 
 from adgen.type.v1 import ad_pb2
 
-# Debian's fonts-noto-cjk (the Docker image installs it); the collection holds JP/KR/SC/TC faces.
-DEFAULT_FONT_PATHS = (
-    "/usr/share/fonts/opentype/noto/NotoSansCJK-Bold.ttc",
-    "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
+# The project's own font: Pretendard Bold (OFL-1.1), from the `pretendard` npm package that `npm ci` installs at
+# the repository root (package.json), or where the Docker image puts it. Debian's fonts-noto-cjk is the fallback.
+PRETENDARD_IN_CHECKOUT = (
+    Path(__file__).resolve().parents[3] / "node_modules/pretendard/dist/public/static/Pretendard-Bold.otf"
 )
-KOREAN_FACE = "Noto Sans CJK KR"
+PRETENDARD_IN_IMAGE = Path("/usr/local/share/fonts/pretendard/Pretendard-Bold.otf")
+NOTO_CJK_PATHS = (
+    Path("/usr/share/fonts/opentype/noto/NotoSansCJK-Bold.ttc"),
+    Path("/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc"),
+)
+DEFAULT_FONT_PATHS = (PRETENDARD_IN_CHECKOUT, PRETENDARD_IN_IMAGE, *NOTO_CJK_PATHS)
 AI_BADGE_TEXT = "AI 생성"
+# A collection (.ttc) holds up to this many faces; Noto Sans CJK has JP, KR, SC, TC and HK.
+_MAX_FACES = 16
+# Far outside any font's cmap: FreeType draws .notdef (the "tofu" box) for it.
+_MISSING_CHARACTER = "\U0010fffd"
 
 
 class FontUnavailableError(RuntimeError):
-    """No font with Hangul glyphs is installed."""
+    """No font with Hangul glyphs could be loaded; the message tells the operator how to install one."""
+
+
+@dataclass(frozen=True)
+class FontSource:
+    """A font file and, in a collection, the index of its Korean face."""
+
+    path: Path
+    index: int = 0
 
 
 @dataclass(frozen=True)
@@ -75,29 +93,77 @@ def safe_zone_for(placement: ad_pb2.Placement.ValueType) -> SafeZone:
     return _SAFE_ZONES.get(placement, _DEFAULT_SAFE_ZONE)
 
 
+def find_korean_font(font_path: Path | None = None) -> FontSource:
+    """The configured font, or the first default one installed; FontUnavailableError when none has Hangul."""
+    if font_path is not None:
+        return _configured_korean_font(Path(font_path))
+    return _default_korean_font(DEFAULT_FONT_PATHS)
+
+
+# Both cached (only a font found is, not a failure): finding one opens font files, and every overlay asks.
 @cache
-def _font_source(font_path: str | None) -> tuple[str, int]:
-    """The font file and collection index of the Korean face."""
-    for path in (font_path,) if font_path else DEFAULT_FONT_PATHS:
-        if not Path(path).is_file():
-            continue
-        for index in range(16):
-            try:
-                family, _ = ImageFont.truetype(path, 12, index=index).getname()
-            except OSError:
-                break
-            if family == KOREAN_FACE or not path.endswith(".ttc"):
-                return path, index
-    raise FontUnavailableError("no Korean font found; install fonts-noto-cjk or set a font path")
+def _configured_korean_font(path: Path) -> FontSource:
+    source = _korean_face(path)
+    if source is None:
+        raise FontUnavailableError(f"{path} is not a loadable font with Hangul glyphs")
+    return source
 
 
-def korean_font(size: int, font_path: str | None = None) -> ImageFont.FreeTypeFont:
-    path, index = _font_source(font_path)
-    return ImageFont.truetype(path, size, index=index)
+@cache
+def _default_korean_font(paths: Sequence[Path]) -> FontSource:
+    for path in paths:
+        source = _korean_face(path)
+        if source is not None:
+            return source
+    raise FontUnavailableError(
+        "no Korean font for text overlays: run `npm ci` at the repository root (it installs the pretendard "
+        "package), install Debian's fonts-noto-cjk, or set ADGEN_ORCHESTRATOR_OVERLAY_FONT_PATH to an OTF, TTF "
+        "or TTC file with Hangul"
+    )
+
+
+def _korean_face(path: Path) -> FontSource | None:
+    """The face of `path` that draws Hangul (a collection's KR face first), or None."""
+    if not path.is_file():
+        return None
+    faces: list[tuple[int, str]] = []
+    for index in range(_MAX_FACES):
+        try:
+            font = ImageFont.truetype(str(path), 24, index=index)
+        except OSError:
+            break  # Past the last face of a collection, or not a font at all.
+        if has_hangul(font):
+            faces.append((index, font.getname()[0] or ""))
+    if not faces:
+        return None
+    korean = [index for index, family in faces if family.endswith(" KR")]
+    return FontSource(path, korean[0] if korean else faces[0][0])
+
+
+def has_hangul(font: ImageFont.FreeTypeFont) -> bool:
+    """Whether `font` draws Hangul syllables rather than its tofu box (or nothing)."""
+    tofu = _glyph_pixels(font, _MISSING_CHARACTER)
+    for syllable in ("가", "딸", "힣"):
+        pixels = _glyph_pixels(font, syllable)
+        if not any(pixels) or pixels == tofu:
+            return False
+    return True
+
+
+def _glyph_pixels(font: ImageFont.FreeTypeFont, character: str) -> bytes:
+    size = round(font.size * 2)
+    canvas = Image.new("L", (size, size))
+    ImageDraw.Draw(canvas).text((0, 0), character, font=font, fill=255)
+    return canvas.tobytes()
+
+
+def korean_font(size: int, font_path: Path | None = None) -> ImageFont.FreeTypeFont:
+    source = find_korean_font(font_path)
+    return ImageFont.truetype(str(source.path), size, index=source.index)
 
 
 def draw_headline(
-    image: Image.Image, text: str, placement: ad_pb2.Placement.ValueType, font_path: str | None = None
+    image: Image.Image, text: str, placement: ad_pb2.Placement.ValueType, font_path: Path | None = None
 ) -> Box:
     """Draws `text` centred in the top third of the safe zone, as large as fits; returns its box."""
     zone = safe_zone_for(placement).box(*image.size)
@@ -134,7 +200,7 @@ def draw_headline(
     return Box(x + left, y + top, x + right, y + bottom)
 
 
-def draw_ai_badge(image: Image.Image, placement: ad_pb2.Placement.ValueType, font_path: str | None = None) -> Box:
+def draw_ai_badge(image: Image.Image, placement: ad_pb2.Placement.ValueType, font_path: Path | None = None) -> Box:
     """Draws the visible "AI 생성" disclosure in the bottom-right corner of the safe zone."""
     zone = safe_zone_for(placement).box(*image.size)
     font = korean_font(max(12, image.width // 32), font_path)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import io
+import unicodedata
 from dataclasses import dataclass
 from typing import Protocol
 from xml.sax.saxutils import escape
@@ -17,6 +18,8 @@ from PIL import Image, PngImagePlugin
 
 IPTC_DIGITAL_SOURCE_TYPE = "http://cv.iptc.org/newscodes/digitalsourcetype/"
 SOFTWARE = "AdGen"
+# In attributes parsers fold these into spaces; character references keep them.
+_ATTRIBUTE_ENTITIES = {'"': "&quot;", "\t": "&#9;", "\n": "&#10;"}
 
 
 class SourceType(enum.Enum):
@@ -64,12 +67,30 @@ def xmp_packet(label: ContentLabel) -> str:
         ' xmlns:xmp="http://ns.adobe.com/xap/1.0/"'
         ' xmlns:dc="http://purl.org/dc/elements/1.1/"'
         f' Iptc4xmpExt:DigitalSourceType="{label.source_type.uri}"'
-        f' xmp:CreatorTool="{SOFTWARE} ({escape(label.model_id, {chr(34): "&quot;"})})">'
-        f'<dc:description><rdf:Alt><rdf:li xml:lang="x-default">{escape(label.prompt)}</rdf:li></rdf:Alt>'
+        f' xmp:CreatorTool="{_xml_attribute(f"{SOFTWARE} ({label.model_id})")}">'
+        f'<dc:description><rdf:Alt><rdf:li xml:lang="x-default">{_xml_text(label.prompt)}</rdf:li></rdf:Alt>'
         "</dc:description>"
         "</rdf:Description></rdf:RDF></x:xmpmeta>"
         '<?xpacket end="r"?>'
     )
+
+
+def label_text(text: str) -> str:
+    """`text` without what a label cannot carry: control characters but tab and line feed (most are not
+    XML at all), lone surrogates and U+FFFE/U+FFFF. Requests refuse these; a model's own text may hold them."""
+    return "".join(char for char in text if char in "\t\n" or not _unlabelable(char))
+
+
+def _unlabelable(char: str) -> bool:
+    return unicodedata.category(char) in ("Cc", "Cs") or char in "\ufffe\uffff"
+
+
+def _xml_text(text: str) -> str:
+    return escape(label_text(text))
+
+
+def _xml_attribute(text: str) -> str:
+    return escape(label_text(text), _ATTRIBUTE_ENTITIES)
 
 
 def encode_labelled(
@@ -98,8 +119,8 @@ def png_text(label: ContentLabel) -> dict[str, str]:
     """PNG text chunks: readable by any PNG tool, not only XMP-aware ones."""
     return {
         "Software": SOFTWARE,
-        "Source": label.model_id,
-        "Description": label.prompt,
+        "Source": label_text(label.model_id),
+        "Description": label_text(label.prompt),
         "adgen:seed": str(label.seed),
         "adgen:digital_source_type": label.source_type.uri,
     }

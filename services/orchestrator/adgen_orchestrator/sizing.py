@@ -52,8 +52,9 @@ def placement_size(placement: ad_pb2.Placement.ValueType) -> Size:
 def generation_size(delivered: Size, rules: SizeRules) -> Size:
     """The legal size whose aspect is nearest the delivered one, at about the delivered area.
 
-    The model then renders the composition the delivered frame shows, and a small resize
-    (never a crop) brings it to the exact delivered size.
+    The model then renders the composition the delivered frame shows, and a small resize brings
+    it to the exact delivered size. A shape beyond the model's sides (2048x64 from sides of
+    256-2048) is rendered at the nearest shape it can do and cropped to fit, never stretched.
     """
     scale = 1.0
     if max(delivered.width, delivered.height) > rules.max_side:

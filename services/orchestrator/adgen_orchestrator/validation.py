@@ -12,6 +12,8 @@ from adgen.type.v1 import ad_pb2, error_reason_pb2, image_pb2
 from adgen_orchestrator.imaging import PILLOW_FORMATS, Photo, PhotoRejectedError, read_photo
 from adgen_orchestrator.sizing import MAX_DELIVERED_SIDE, MIN_DELIVERED_SIDE, Size, placement_size
 from adgen_runtime.errors import FieldViolation, Reason, invalid_fields
+from adgen_runtime.logs import REQUEST_ID_RULE, is_request_id
+from adgen_runtime.text import control_character_violation
 
 MAX_VARIANTS = 4
 MAX_SEED = 2**32 - 1  # Random seeds stay small so seed + i never wraps.
@@ -67,6 +69,10 @@ class _Violations:
         name = _R.ErrorReason.Name(reason).removeprefix("ERROR_REASON_")
         self.items.append((FieldViolation(self.prefix + field, description, name), reason))
 
+    def add_violation(self, violation: FieldViolation | None) -> None:
+        if violation is not None:
+            self.add(violation.field, violation.description)
+
     def raise_if_any(self) -> None:
         if self.items:
             raise invalid_fields([v for v, _ in self.items], self.items[0][1])
@@ -89,6 +95,8 @@ def parse_create_request(
     keyword = request.keyword.strip()
     if not keyword:
         bad.add("keyword", "must not be empty", _R.ERROR_REASON_EMPTY_KEYWORD)
+    _check_texts(bad, {"keyword": keyword, "model_id": request.model_id, **_fact_texts(request.facts)})
+    _check_request_id(bad, request.request_id)
     size = _delivered_size(request, bad)
     if not 0 <= request.variant_count <= MAX_VARIANTS:
         bad.add("variant_count", f"must be between 1 and {MAX_VARIANTS} (0 means 1)")
@@ -139,6 +147,8 @@ def parse_edit_request(
     instruction = request.instruction.strip()
     if not instruction:
         bad.add("instruction", "must not be empty")
+    _check_texts(bad, {"instruction": instruction, "model_id": request.model_id})
+    _check_request_id(bad, request.request_id)
     _check_output_format(bad, request.output_format)
     steps = _steps(request, bad)
     bad.raise_if_any()
@@ -153,6 +163,27 @@ def parse_edit_request(
         request_id=request.request_id or request_id,
         ai_disclosure=request.ai_disclosure,
     )
+
+
+def _check_texts(bad: _Violations, texts: Mapping[str, str]) -> None:
+    for field, text in texts.items():
+        bad.add_violation(control_character_violation(field, text))
+
+
+def _fact_texts(facts: ad_pb2.MerchantFacts) -> dict[str, str]:
+    return {
+        "facts.shop_name": facts.shop_name,
+        "facts.price": facts.price,
+        "facts.origin": facts.origin,
+        "facts.promotion": facts.promotion,
+        **{f"facts.extra[{i}]": extra for i, extra in enumerate(facts.extra)},
+    }
+
+
+def _check_request_id(bad: _Violations, request_id: str) -> None:
+    # It travels downstream as metadata and is the key of the call's log lines: the x-request-id rule.
+    if request_id and not is_request_id(request_id):
+        bad.add("request_id", REQUEST_ID_RULE)
 
 
 def _delivered_size(request: ad_pb.CreateAdRequest, bad: _Violations) -> Size | None:

@@ -14,7 +14,7 @@ from grpc import aio
 from adgen.ad.v1 import ad_service_pb2 as ad_pb
 from adgen.ad.v1 import ad_service_pb2_grpc as ad_grpc
 from adgen.type.v1 import ad_pb2, image_pb2
-from adgen_client import AdGenClient, AdGenError, AsyncAdGenClient, FieldViolation
+from adgen_client import AdGenClient, AdGenError, AsyncAdGenClient, FieldViolation, RetryPolicy
 from adgen_client.channel import create_aio_channel, grpc_options
 from adgen_client.requests import create_ad_request, edit_ad_request
 from adgen_runtime import Context
@@ -94,7 +94,7 @@ async def test_sync_stream_errors_name_the_stream_request_fields(fake_ad_server:
 
 
 async def test_async_client_parses_retry_info(fake_ad_server: FakeServer) -> None:
-    async with AsyncAdGenClient(fake_ad_server.target) as client:
+    async with AsyncAdGenClient(fake_ad_server.target, retry=RetryPolicy(enabled=False)) as client:
         with pytest.raises(AdGenError) as raised:
             await client.create_ad("busy")
     assert raised.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -113,7 +113,7 @@ async def test_async_client_streams_and_edits(fake_ad_server: FakeServer) -> Non
 
 
 async def test_async_stream_errors_become_adgen_error(fake_ad_server: FakeServer) -> None:
-    async with AsyncAdGenClient(fake_ad_server.target) as client:
+    async with AsyncAdGenClient(fake_ad_server.target, retry=RetryPolicy(enabled=False)) as client:
         with pytest.raises(AdGenError) as raised:
             [event async for event in client.stream_create_ad("busy")]
     assert raised.value.reason == "QUEUE_FULL"

@@ -128,7 +128,7 @@ async def test_full_queue_is_refused_with_a_retry_hint(engine: DiffusionEngine) 
         await asyncio.sleep(0)
         with pytest.raises(QueueFullError) as refused:
             await small.submit(None, lambda _p, _c: None)
-        assert refused.value.retry_after_s >= 1
+        assert refused.value.retry_after_s > 0  # How long follows the queue's ETA: see test_queue_retry.py.
         gate.opened.set()
         await asyncio.gather(running, waiting)
     finally:

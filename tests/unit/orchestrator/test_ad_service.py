@@ -277,7 +277,8 @@ async def test_diffusion_queue_full_keeps_its_retry_info(
     fake_stack: FakeStack, ad_stub: ad_grpc.AdServiceAsyncStub
 ) -> None:
     fake_stack.diffusion.failure = ResourceExhausted(_R.ERROR_REASON_QUEUE_FULL, "GPU queue is full", retry_after_s=3)
-    call = ad_stub.CreateAd(ad_pb.CreateAdRequest(keyword=KEYWORD, width=64, height=64))
+    # The orchestrator waits for queue room within the caller's deadline; this one is shorter than the retry delay.
+    call = ad_stub.CreateAd(ad_pb.CreateAdRequest(keyword=KEYWORD, width=64, height=64), timeout=2)
     with pytest.raises(aio.AioRpcError) as raised:
         await call
     assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED

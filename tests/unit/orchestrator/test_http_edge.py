@@ -116,13 +116,17 @@ async def test_invalid_create_ad_over_http_is_400_with_error_info_and_field_viol
     assert fake_stack.diffusion.calls == []
 
 
-@pytest.mark.parametrize("body", ['{"keyword": ', '{"keyword": 5, "variantCount": "many"}'])
-async def test_undecodable_json_is_400_with_error_info(http: httpx.AsyncClient, body: str) -> None:
+@pytest.mark.parametrize(
+    ("body", "fields"),
+    [('{"keyword": ', [""]), ('{"keyword": 5, "variantCount": "many"}', ["keyword", "variant_count"])],
+)
+async def test_undecodable_json_is_400_with_error_info(http: httpx.AsyncClient, body: str, fields: list[str]) -> None:
     reply = await http.post(CREATE_AD, content=body, headers={"content-type": "application/json"})
     assert reply.status_code == 400
     error = reply.json()
-    assert error["code"] == "invalid_argument" and "adgen.ad.v1.CreateAdRequest" in error["message"]
+    assert error["code"] == "invalid_argument" and "Expecting" not in error["message"]
     assert error_details(error)["google.rpc.ErrorInfo"].reason == "INVALID_ARGUMENT"
+    assert [v.field for v in error_details(error)["google.rpc.BadRequest"].field_violations] == fields
 
 
 async def test_errors_inside_a_stream_end_it_with_a_connect_error(http: httpx.AsyncClient) -> None:
@@ -198,10 +202,17 @@ class _Ctx:
 
 
 def test_unexpected_exceptions_become_internal_without_their_text() -> None:
-    with pytest.raises(ConnectError) as raised, _connect_call(_Ctx()):  # type: ignore[arg-type]
+    with pytest.raises(ConnectError) as raised, _connect_call(_Ctx(), ""):  # type: ignore[arg-type]
         raise RuntimeError("secret /etc/adgen/key.pem")
     assert raised.value.code == Code.INTERNAL
     assert "secret" not in raised.value.message and "req-9" in raised.value.message
+
+
+def test_the_body_request_id_is_the_id_an_http_call_is_answered_under() -> None:
+    context = _Ctx()
+    with _connect_call(context, "order-7") as call:  # type: ignore[arg-type]
+        assert call.request_id == "order-7"
+    assert context.response_headers["x-request-id"] == "order-7"
 
 
 def test_domain_errors_keep_their_code_and_details_over_connect() -> None:

@@ -15,9 +15,9 @@ PLACEMENTS = [
 ]
 
 
-def test_korean_font_has_hangul_glyphs() -> None:
+def test_korean_font_is_the_projects_pretendard_with_hangul_glyphs() -> None:
     font = korean_font(32)
-    assert font.getname()[0] == "Noto Sans CJK KR"
+    assert font.getname()[0] == "Pretendard"
     assert font.getmask("딸기").getbbox() is not None
 
 

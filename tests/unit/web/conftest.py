@@ -15,12 +15,14 @@ from PIL import Image
 from adgen.ad.v1 import ad_service_pb2 as ad_pb
 from adgen.ad.v1 import ad_service_pb2_grpc as ad_grpc
 from adgen.type.v1 import error_reason_pb2, image_pb2, progress_pb2
+from adgen_orchestrator.imaging import PhotoRejectedError, read_photo
 from adgen_runtime.errors import AdGenError, FieldViolation, ResourceExhausted, invalid_fields
 
 _R = error_reason_pb2
 _S = progress_pb2
 BUSY_KEYWORD = "바쁜 시간"
 BROKEN_INSTRUCTION = "깨진 사진"
+TOO_LARGE_INSTRUCTION = "너무 큰 사진"
 STEPS = 2
 
 
@@ -103,12 +105,25 @@ class ScriptedAdService(ad_grpc.AdServiceServicer):
                 context,
                 invalid_fields([FieldViolation("image", "could not be decoded")], _R.ERROR_REASON_INVALID_IMAGE),
             )
+        if ask.instruction == TOO_LARGE_INSTRUCTION:
+            # The orchestrator's own words for a photo over its byte limit, as it sends them on a stream.
+            too_large = FieldViolation("request.image.data", orchestrator_refusal(ask.image.data, max_bytes=16))
+            _abort(context, invalid_fields([too_large], _R.ERROR_REASON_INVALID_IMAGE))
         for progress in _job_progress():
             yield ad_pb.StreamEditAdResponse(progress=progress)
         result = ad_pb.EditAdResponse(
             image=_image(64, 48, "blue"), edit_instruction="make it blue", request_id=ask.request_id
         )
         yield ad_pb.StreamEditAdResponse(result=result)
+
+
+def orchestrator_refusal(photo: bytes, *, max_bytes: int = 20 * 1024 * 1024, max_pixels: int = 40_000_000) -> str:
+    """What the orchestrator's photo check says about `photo` under these limits."""
+    try:
+        read_photo(photo, max_bytes=max_bytes, max_pixels=max_pixels)
+    except PhotoRejectedError as rejected:
+        return str(rejected)
+    raise AssertionError("the orchestrator accepted the photo")
 
 
 def _abort(context: grpc.ServicerContext, error: AdGenError) -> None:
