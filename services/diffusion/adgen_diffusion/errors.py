@@ -65,19 +65,6 @@ class QueueFullError(DiffusionError):
         self.retry_after_s = retry_after_s
 
 
-class UnloadIncompleteError(DiffusionError):
-    """A teardown left references or device memory behind."""
-
-    def __init__(self, model_id: str, leaked_modules: int, excess_device_bytes: int) -> None:
-        super().__init__(
-            f"Unloading {model_id!r} left {leaked_modules} modules and {excess_device_bytes} device bytes behind; "
-            "the service is not ready until a clean state is restored."
-        )
-        self.model_id = model_id
-        self.leaked_modules = leaked_modules
-        self.excess_device_bytes = excess_device_bytes
-
-
 class GpuLeaseError(DiffusionError):
     """Another process holds this device."""
 

@@ -181,7 +181,8 @@ def unload_incomplete(report: UnloadReport) -> Internal:
     excess = report.memory.device_allocated_bytes - report.memory.baseline_device_allocated_bytes
     return Internal(
         reasons.ERROR_REASON_UNLOAD_INCOMPLETE,
-        str(errors.UnloadIncompleteError(model_id, report.memory.leaked_modules, excess)),
+        f"Unloading {model_id!r} left {report.memory.leaked_modules} modules and {excess} device bytes behind; "
+        "the service is not ready until a clean state is restored.",
         resource=(MODEL_RESOURCE, model_id),
         metadata={"leaked_modules": str(report.memory.leaked_modules), "excess_device_bytes": str(excess)},
     )

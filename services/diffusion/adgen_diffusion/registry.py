@@ -216,12 +216,6 @@ class ModelRegistry:
     def __iter__(self) -> Iterator[ModelEntry]:
         return iter(self.get(model_id) for model_id in self._entries)
 
-    def __contains__(self, model_id: object) -> bool:
-        return model_id in self._entries
-
-    def ids(self) -> list[str]:
-        return list(self._entries)
-
     def get(self, model_id: str) -> ModelEntry:
         """The entry as this process serves it (tiny limits applied in tiny mode); unknown → ModelNotFoundError."""
         entry = self._entries.get(model_id)

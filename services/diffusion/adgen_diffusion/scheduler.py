@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
-
-_SEQUENCE = itertools.count()
 
 
 @dataclass(eq=False)
@@ -17,7 +15,8 @@ class Ticket:
     priority: int = 0
     steps: int = 0
     payload: Any = None
-    arrival: int = field(default_factory=lambda: next(_SEQUENCE))
+    # Set by the queue on push: arrivals are ordered within one queue.
+    arrival: int = 0
     overtaken: int = 0
 
 
@@ -31,11 +30,13 @@ class SwapAwareQueue:
     def __init__(self, max_overtakes: int) -> None:
         self.max_overtakes = max_overtakes
         self._waiting: list[Ticket] = []
+        self._arrivals = itertools.count()
 
     def __len__(self) -> int:
         return len(self._waiting)
 
     def push(self, ticket: Ticket) -> None:
+        ticket.arrival = next(self._arrivals)
         self._waiting.append(ticket)
 
     def remove(self, ticket: Ticket) -> bool:
@@ -82,26 +83,3 @@ def _choose(waiting: list[Ticket], resident_model: str | None, max_overtakes: in
     candidates = [t for t in waiting if t.priority == top]
     resident = [t for t in candidates if t.model_id in (resident_model, None)]
     return min(resident or candidates, key=lambda t: t.arrival)
-
-
-def count_switches(order: list[str], start: str | None) -> int:
-    """Model switches needed to run jobs for these models in this order."""
-    switches, model = 0, start
-    for next_model in order:
-        if next_model != model:
-            switches += 1
-            model = next_model
-    return switches
-
-
-def simulate(arrivals: list[str], resident: str | None, max_overtakes: int) -> list[str]:
-    """Runs a queue of jobs (by model id) to completion and returns the order they ran in."""
-    queue = SwapAwareQueue(max_overtakes)
-    for model_id in arrivals:
-        queue.push(Ticket(model_id))
-    order: list[str] = []
-    while (ticket := queue.pop_next(resident)) is not None:
-        assert ticket.model_id is not None
-        order.append(ticket.model_id)
-        resident = ticket.model_id
-    return order

@@ -140,10 +140,6 @@ class GpuWorker:
             running.payload.cancel.set()
         self._executor.shutdown(wait=True, cancel_futures=False)
 
-    def call(self, work: Callable[[], T]) -> T:
-        """Runs `work` on the GPU thread outside the queue and waits (start-up and shutdown only)."""
-        return self._executor.submit(work).result()
-
     # ----- on the GPU thread -----
 
     def _run_next(self) -> None:

@@ -17,7 +17,7 @@ def test_plan_json_shows_every_seed_model_fitting_the_seed_box() -> None:
     result = CliRunner().invoke(app, ["plan", *SEED_BOX, "--json"])
     assert result.exit_code == 0, result.output
     plans = json.loads(result.stdout)
-    assert [p["model_id"] for p in plans] == ModelRegistry.load().ids()
+    assert [p["model_id"] for p in plans] == [entry.id for entry in ModelRegistry.load()]
     for plan in plans:
         assert plan["fits"] and plan["plan"]
         assert set(plan["components"]) == {"transformer", "text_encoder", "vae"}

@@ -23,7 +23,7 @@ SEED_BOX = Box(device_bytes=24 * GIB, host_bytes=16 * GIB)
 SMALL_CARD_BOX = Box(device_bytes=16 * GIB, host_bytes=32 * GIB)
 BIG_BOX = Box(device_bytes=80 * GIB, host_bytes=64 * GIB)
 # Every registry id is a seed model (test_registry pins the list).
-SEED_MODELS = tuple(ModelRegistry.load().ids())
+SEED_MODELS = tuple(entry.id for entry in ModelRegistry.load())
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ REAL_IDS = {
 
 
 def test_shipped_registry_names_every_seed_model() -> None:
-    assert set(ModelRegistry.load().ids()) == REAL_IDS
+    assert {entry.id for entry in ModelRegistry.load()} == REAL_IDS
 
 
 def test_licences_mark_klein_9b_non_commercial_and_the_rest_commercial() -> None:
@@ -57,7 +57,7 @@ def test_unknown_id_raises_model_not_found() -> None:
 
 def test_tiny_mode_keeps_public_ids_and_relaxes_size_limits() -> None:
     real, tiny = ModelRegistry.load(), ModelRegistry.load(tiny=True)
-    assert real.ids() == tiny.ids()
+    assert [entry.id for entry in real] == [entry.id for entry in tiny]
     assert real.get("flux2-klein-4b").min_side == 256
     assert tiny.get("flux2-klein-4b").min_side == tiny.tiny_limits.min_side < 256
 

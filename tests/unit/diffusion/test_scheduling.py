@@ -18,10 +18,34 @@ from adgen_diffusion.engine import DiffusionEngine, ImageJob, Progress, Stage
 from adgen_diffusion.errors import GpuLeaseError, JobCancelledError, QueueFullError
 from adgen_diffusion.lease import GpuLease
 from adgen_diffusion.registry import Task
-from adgen_diffusion.scheduler import SwapAwareQueue, Ticket, count_switches, simulate
+from adgen_diffusion.scheduler import SwapAwareQueue, Ticket
 from adgen_diffusion.worker import GpuWorker
 
 INTERLEAVED = ["t2i", "edit"] * 4
+
+
+# Test-only helpers: what a queue would do with a list of arrivals.
+def count_switches(order: list[str], start: str | None) -> int:
+    """Model switches needed to run jobs for these models in this order."""
+    switches, model = 0, start
+    for next_model in order:
+        if next_model != model:
+            switches += 1
+            model = next_model
+    return switches
+
+
+def simulate(arrivals: list[str], resident: str | None, max_overtakes: int) -> list[str]:
+    """Runs a queue of jobs (by model id) to completion and returns the order they ran in."""
+    queue = SwapAwareQueue(max_overtakes)
+    for model_id in arrivals:
+        queue.push(Ticket(model_id))
+    order: list[str] = []
+    while (ticket := queue.pop_next(resident)) is not None:
+        assert ticket.model_id is not None
+        order.append(ticket.model_id)
+        resident = ticket.model_id
+    return order
 
 
 def _drain(queue: SwapAwareQueue, resident: str | None) -> list[Ticket]:
