@@ -5,18 +5,20 @@ from __future__ import annotations
 import enum
 import tomllib
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import ConfigDict, Field, ValidationError
+from pydantic.dataclasses import dataclass
 
 from adgen_diffusion.errors import ModelNotFoundError
 
-DTYPES = ("bfloat16", "float16", "float32")
-# The pipeline families an entry may name; each has one adapter in families.py.
-FAMILIES = ("flux2-klein", "z-image", "qwen-image-edit-plus")
 # Weighted components the planner places; their options come from [component_defaults] and the entry.
 COMPONENTS = ("transformer", "text_encoder", "vae")
+# models.toml is written by hand: a misspelt key is an error, not a silently ignored line.
+_STRICT = ConfigDict(extra="forbid")
 
 
 class Task(enum.Enum):
@@ -41,7 +43,7 @@ class Quantization(enum.Enum):
 SchedulerValue = float | int | bool | str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_STRICT)
 class ComponentOptions:
     """What the planner may do with one component of an entry."""
 
@@ -55,7 +57,7 @@ class ComponentOptions:
     tiling: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_STRICT)
 class QuantizedVariant:
     """A pre-quantized copy of an entry's weights in its own repository, with its own licence."""
 
@@ -68,7 +70,7 @@ class QuantizedVariant:
     quantized: tuple[tuple[str, Quantization], ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_STRICT)
 class LoraSpec:
     """A LoRA applied on top of an entry's base weights at load (e.g. a few-step distillation)."""
 
@@ -86,23 +88,24 @@ class LoraSpec:
     scheduler: tuple[tuple[str, SchedulerValue], ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_STRICT)
 class ModelEntry:
-    """One allowed model, as declared in models.toml."""
+    """One allowed model, as declared in models.toml; construction validates it."""
 
     id: str
     display_name: str
     repo: str
     revision: str
-    family: str
-    tasks: frozenset[Task]
+    # The pipeline family; each has one adapter in families.py.
+    family: Literal["flux2-klein", "z-image", "qwen-image-edit-plus"]
+    tasks: Annotated[frozenset[Task], Field(min_length=1)]
     default_steps: int
     default_guidance: float
-    size_multiple: int
+    size_multiple: Annotated[int, Field(gt=0)]
     min_side: int
     max_side: int
     native_side: int
-    dtype: str
+    dtype: Literal["bfloat16", "float16", "float32"]
     license: str
     commercial_use: bool
     tiny: str
@@ -114,6 +117,15 @@ class ModelEntry:
     # Whole-pipeline model offload (weights in host RAM, components take turns on the device).
     host_offload: bool = True
     variants: tuple[QuantizedVariant, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.min_side > self.max_side or self.min_side % self.size_multiple:
+            raise ValueError("min_side must be a multiple of size_multiple <= max_side")
+        # Defaults are what a request gets when it names nothing: they must pass the entry's own checks.
+        if not self.min_side <= self.native_side <= self.max_side or self.native_side % self.size_multiple:
+            raise ValueError("native_side must be a legal side between min and max")
+        if not 1 <= self.min_steps <= self.default_steps:
+            raise ValueError("default_steps must be at least min_steps (>= 1)")
 
     def supports(self, task: Task) -> bool:
         return task in self.tasks
@@ -127,7 +139,7 @@ class ModelEntry:
         return self.config_repo or self.repo
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_STRICT)
 class TinyLimits:
     """Size limits every entry takes while its tiny twin stands in for it."""
 
@@ -136,57 +148,47 @@ class TinyLimits:
 
 
 def _entry(model_id: str, raw: dict[str, Any], component_defaults: dict[str, Any]) -> ModelEntry:
+    """One models.toml table as an entry: pydantic checks types and names, the entry its own rules."""
     fields = dict(raw)
     try:
-        fields["tasks"] = frozenset(Task(t) for t in fields["tasks"])
         if "lora" in fields:
-            fields["lora"] = _lora(fields["lora"])
+            lora = dict(fields["lora"])
+            lora["scheduler"] = tuple(sorted(lora.get("scheduler", {}).items()))
+            fields["lora"] = lora
         fields["components"] = _components(component_defaults, fields.get("components", {}))
         fields["variants"] = tuple(_variant(v) for v in fields.get("variants", []))
-        entry = ModelEntry(id=model_id, **fields)
-    except (TypeError, ValueError, KeyError) as error:
-        raise ValueError(f"models.toml entry {model_id!r} is invalid: {error}") from error
-    if entry.family not in FAMILIES:
-        raise ValueError(f"models.toml entry {model_id!r}: family must be one of {FAMILIES}")
-    if entry.dtype not in DTYPES:
-        raise ValueError(f"models.toml entry {model_id!r}: dtype must be one of {DTYPES}")
-    if not entry.tasks:
-        raise ValueError(f"models.toml entry {model_id!r} declares no tasks")
-    if entry.min_side > entry.max_side or entry.min_side % entry.size_multiple:
-        raise ValueError(f"models.toml entry {model_id!r}: min_side must be a multiple of size_multiple <= max_side")
-    # Defaults are what a request gets when it names nothing: they must pass the entry's own checks.
-    if not entry.min_side <= entry.native_side <= entry.max_side or entry.native_side % entry.size_multiple:
-        raise ValueError(f"models.toml entry {model_id!r}: native_side must be a legal side between min and max")
-    if not 1 <= entry.min_steps <= entry.default_steps:
-        raise ValueError(f"models.toml entry {model_id!r}: default_steps must be at least min_steps (>= 1)")
-    return entry
+        return ModelEntry(id=model_id, **fields)
+    except ValidationError as error:
+        problems = "; ".join(_problem(e) for e in error.errors())
+        raise ValueError(f"models.toml entry {model_id!r} is invalid: {problems}") from None
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"models.toml entry {model_id!r} is invalid: {error}") from None
+
+
+def _problem(error: Any) -> str:
+    """One validation error as `field: what is wrong (got value)`."""
+    where = ".".join(map(str, error["loc"])) or "entry"
+    given = error.get("input")
+    shown = f" (got {given!r})" if isinstance(given, str | int | float | bool) else ""
+    return f"{where}: {error['msg']}{shown}"
 
 
 def _components(defaults: dict[str, Any], overrides: dict[str, Any]) -> tuple[tuple[str, ComponentOptions], ...]:
     unknown = (set(defaults) | set(overrides)) - set(COMPONENTS)
     if unknown:
         raise ValueError(f"unknown components {sorted(unknown)}; known: {COMPONENTS}")
-    return tuple((name, _options({**defaults.get(name, {}), **overrides.get(name, {})})) for name in COMPONENTS)
+    return tuple(
+        (name, ComponentOptions(**{**defaults.get(name, {}), **overrides.get(name, {})})) for name in COMPONENTS
+    )
 
 
-def _options(raw: dict[str, Any]) -> ComponentOptions:
+def _variant(raw: dict[str, Any]) -> dict[str, Any]:
     fields = dict(raw)
-    fields["quantize"] = tuple(Quantization(q) for q in fields.get("quantize", ()))
-    return ComponentOptions(**fields)
-
-
-def _variant(raw: dict[str, Any]) -> QuantizedVariant:
-    fields = dict(raw)
-    fields["quantized"] = tuple(sorted((c, Quantization(q)) for c, q in fields["quantized"].items()))
-    if not {c for c, _ in fields["quantized"]} <= set(COMPONENTS):
+    quantized = fields.get("quantized", {})
+    if not set(quantized) <= set(COMPONENTS):
         raise ValueError(f"variant {fields.get('name')!r} quantizes unknown components")
-    return QuantizedVariant(**fields)
-
-
-def _lora(raw: dict[str, Any]) -> LoraSpec:
-    fields = dict(raw)
-    fields["scheduler"] = tuple(sorted(fields.get("scheduler", {}).items()))
-    return LoraSpec(**fields)
+    fields["quantized"] = tuple(sorted(quantized.items()))
+    return fields
 
 
 class ModelRegistry:

@@ -73,6 +73,9 @@ def test_z_image_turbo_runs_the_eight_forwards_it_was_distilled_for() -> None:
         ('family = "z-image"', 'family = "teleport"', "family"),
         ('quantize = ["int8", "nf4"]', 'quantize = ["int3"]', "int3"),
         ("[component_defaults.vae]", "[component_defaults.unet]", "unknown components"),
+        # A misspelt key is refused, not silently ignored.
+        ('tiny = "z-image-turbo"', 'tiny = "z-image-turbo"\nvae_tilling = true', "vae_tilling"),
+        ("size_multiple = 16", 'size_multiple = "sixteen"', "size_multiple"),
     ],
 )
 def test_entry_with_an_unknown_family_or_option_is_refused(
