@@ -34,7 +34,7 @@ from adgen_copywriter.engine import CopyEngine
 from adgen_copywriter.llm import LlmBackend
 from adgen_copywriter.rules import grapheme_count
 from adgen_copywriter.server import create_server
-from tests.unit.copywriter.fake_openai import FakeOpenAI, Reply, completion, error_reply
+from tests.support.fake_openai import FakeOpenAI, Reply, completion, error_reply
 
 pytestmark = pytest.mark.integration
 

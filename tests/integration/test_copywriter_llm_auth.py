@@ -25,7 +25,7 @@ from adgen_copywriter.server import create_server as create_copywriter
 from adgen_orchestrator.config import OrchestratorSettings
 from adgen_orchestrator.server import create_server as create_orchestrator
 from tests.live_services import Services
-from tests.unit.copywriter.fake_openai import FakeOpenAI, Reply
+from tests.support.fake_openai import FakeOpenAI, Reply
 
 pytestmark = pytest.mark.integration
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import subprocess
 import sys
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -25,6 +28,7 @@ from adgen_diffusion.engine import DiffusionEngine
 from adgen_diffusion.registry import ModelRegistry
 from adgen_diffusion.server import create_server
 from adgen_runtime.server import RunningServer
+from tests.live_services import unused_loopback_port
 
 pytestmark = pytest.mark.integration
 
@@ -350,17 +354,44 @@ async def test_an_incomplete_unload_is_reported_and_readiness_waits_for_a_clean_
         await running.stop(None)
 
 
+class _HeldEngine(DiffusionEngine):
+    """An engine whose first job waits for the test, so the test can look at readiness mid-warm-up."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.warming, self.release = threading.Event(), threading.Event()
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        self.warming.set()
+        assert self.release.wait(timeout=60), "the test never released the warm-up"
+        return super().run(*args, **kwargs)
+
+
+async def _health(port: int) -> health_pb2.HealthCheckResponse.ServingStatus.ValueType:
+    async with create_aio_channel(f"127.0.0.1:{port}") as channel:
+        checked = await health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=SERVICE), timeout=10
+        )
+    return checked.status
+
+
 async def test_warm_up_loads_the_default_model_before_readiness(tiny_models_dir: Path) -> None:
+    port = unused_loopback_port()  # known before create_server returns, so health can be asked mid-warm-up
     settings = DiffusionSettings(
-        host="127.0.0.1", port=0, tiny=True, models_dir=tiny_models_dir, device="cpu", warmup=True
+        host="127.0.0.1", port=port, tiny=True, models_dir=tiny_models_dir, device="cpu", warmup=True
     )
-    engine = DiffusionEngine(ModelRegistry.load(tiny=True), tiny_models_dir, device="cpu")
-    running = await create_server(settings, engine=engine)
+    engine = _HeldEngine(ModelRegistry.load(tiny=True), tiny_models_dir, device="cpu")
+    starting = asyncio.ensure_future(create_server(settings, engine=engine))
+    try:
+        assert await asyncio.to_thread(engine.warming.wait, 60)
+        assert await _health(port) == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert not starting.done()
+    finally:
+        engine.release.set()
+    running = await starting
     try:
         assert engine.loaded_model_id == settings.default_model
-        async with create_aio_channel(f"127.0.0.1:{running.port}") as channel:
-            checked = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=SERVICE))
-        assert checked.status == health_pb2.HealthCheckResponse.SERVING
+        assert await _health(running.port) == health_pb2.HealthCheckResponse.SERVING
     finally:
         await running.stop(None)
     assert engine.loaded_model_id is None  # shutdown unloads

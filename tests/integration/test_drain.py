@@ -32,7 +32,7 @@ from adgen_orchestrator.server import OrchestratorServer, create_server
 from adgen_runtime.server import CUT_SETTLE_S, RunningServer, ServiceBinding, start_server
 from adgen_runtime.settings import ServerSettings
 from tests.live_services import unused_loopback_port
-from tests.unit.orchestrator.fakes import FakeCopywriter, FakeDiffusion
+from tests.support.orchestrator_fakes import FakeCopywriter, FakeDiffusion
 
 pytestmark = [pytest.mark.integration]
 

@@ -238,7 +238,8 @@ class AsyncAdGenClient:
         timeout: float | None = None,  # noqa: ASYNC109 (a gRPC deadline the server passes on)
         **options: Unpack[EditAdOptions],
     ) -> ad_pb.EditAdResponse:
-        request = edit_ad_request(photo, instruction, **options)
+        # Reading a photo file blocks: off the event loop.
+        request = await asyncio.to_thread(edit_ad_request, photo, instruction, **options)
         response: ad_pb.EditAdResponse = await self._unary(
             self._stub.EditAd, request, request.request_id, self._attempts(timeout)
         )
@@ -252,7 +253,8 @@ class AsyncAdGenClient:
         timeout: float | None = None,  # noqa: ASYNC109 (a gRPC deadline the server passes on)
         **options: Unpack[EditAdOptions],
     ) -> AsyncIterator[ad_pb.StreamEditAdResponse]:
-        request = edit_ad_request(photo, instruction, **options)
+        # Reading a photo file blocks: off the event loop.
+        request = await asyncio.to_thread(edit_ad_request, photo, instruction, **options)
         wrapped = ad_pb.StreamEditAdRequest(request=request)
         async for event in self._stream(self._stub.StreamEditAd, wrapped, request.request_id, self._attempts(timeout)):
             yield event

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
+import mimetypes
 
 from adgen.ad.v1 import ad_service_pb2 as ad_pb
 from adgen.type.v1 import image_pb2
 from adgen_client.requests import FILE_SUFFIXES
-
-_MIME_TYPES: dict[str, str] = {"png": "image/png", "jpg": "image/jpeg", "webp": "image/webp"}
 
 
 def image_suffix(image: image_pb2.Image) -> str:
@@ -18,7 +17,8 @@ def image_suffix(image: image_pb2.Image) -> str:
 
 def image_mime(image: image_pb2.Image) -> str:
     """The MIME type of an encoded image."""
-    return _MIME_TYPES[image_suffix(image)]
+    mime, _ = mimetypes.guess_type(f"ad.{image_suffix(image)}", strict=False)
+    return mime or "application/octet-stream"
 
 
 def hashtags_for_display(copy: ad_pb.AdCopy) -> list[str]:

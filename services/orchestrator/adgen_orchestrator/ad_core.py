@@ -13,6 +13,7 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import TypeVar
 
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from adgen.ad.v1 import ad_service_pb2 as ad_pb
@@ -79,7 +80,13 @@ class AdCore:
         budget = self._budget(spec.request_id, call, field_prefix)
         # Closed when this caller goes, so the job learns at once that it has one follower fewer.
         async with aclosing(
-            self._shared(self._creates, request, field_prefix, lambda: self._pipeline.create_ad(spec, budget))
+            self._shared(
+                self._creates,
+                request,
+                fingerprint(request),
+                field_prefix,
+                lambda: self._pipeline.create_ad(spec, budget),
+            )
         ) as job:
             async for event in job:
                 yield event
@@ -107,9 +114,13 @@ class AdCore:
         )
         adopt_request_id(spec.request_id)
         budget = self._budget(spec.request_id, call, field_prefix)
+        # Hashing a photo of up to 20 MiB: off the event loop too.
+        edit_fingerprint = await asyncio.to_thread(fingerprint, request)
         # Closed when this caller goes, so the job learns at once that it has one follower fewer.
         async with aclosing(
-            self._shared(self._edits, request, field_prefix, lambda: self._pipeline.edit_ad(spec, budget))
+            self._shared(
+                self._edits, request, edit_fingerprint, field_prefix, lambda: self._pipeline.edit_ad(spec, budget)
+            )
         ) as job:
             async for event in job:
                 yield event
@@ -125,12 +136,13 @@ class AdCore:
         self,
         registry: JobRegistry[E],
         request: ad_pb.CreateAdRequest | ad_pb.EditAdRequest,
+        request_fingerprint: bytes,
         field_prefix: str,
         start: Callable[[], AsyncIterator[E]],
     ) -> AsyncGenerator[E]:
         """The events of the job under the caller's request id: new, joined or replayed."""
         try:
-            return registry.job_for(request.request_id, fingerprint(request), start).follow()
+            return registry.job_for(request.request_id, request_fingerprint, start).follow()
         except RequestIdReusedError:
             minutes = self._settings.idempotency_window_s / 60
             raise invalid_fields(
@@ -157,7 +169,23 @@ def _byte_size(event: Message) -> int:
 
 def fingerprint(request: Message) -> bytes:
     """What makes two requests the same request: every field but the request id."""
-    stripped = type(request)()
-    stripped.CopyFrom(request)
-    stripped.ClearField("request_id")
-    return hashlib.sha256(stripped.SerializeToString(deterministic=True)).digest()
+    digest = hashlib.sha256()
+    _feed(digest, request, skip="request_id")
+    return digest.digest()
+
+
+def _feed(digest: hashlib._Hash, message: Message, skip: str = "") -> None:
+    # Bytes go to the hash as they are, with no copy or serialisation of the message: hashlib
+    # lets go of the GIL on them, so a 20 MiB photo hashed on a worker thread leaves the loop free.
+    for field, value in message.ListFields():
+        if field.name == skip:
+            continue
+        if field.type == FieldDescriptor.TYPE_BYTES and not field.is_repeated:
+            digest.update(b"%d:b%d:" % (field.number, len(value)))
+            digest.update(value)
+        elif field.type == FieldDescriptor.TYPE_MESSAGE and not field.is_repeated:
+            digest.update(b"%d:m{" % field.number)
+            _feed(digest, value)
+            digest.update(b"}")
+        else:
+            digest.update(b"%d:v%s;" % (field.number, repr(value).encode()))

@@ -751,6 +751,9 @@ def grpc_web_trailers_frame(error: AdGenError) -> bytes:
 class CorsMiddleware:
     """Answers browser preflights and marks responses readable by the allowed origins."""
 
+    # Not Starlette's CORSMiddleware: starlette is no orchestrator dependency (only streamlit's, in the
+    # web extra), connectrpc 0.13 has no CORS of its own, and Starlette answers preflights 200, not 204.
+
     def __init__(self, app: AsgiApp, allowed_origins: Sequence[str]) -> None:
         self._app = app
         self._any_origin = "*" in allowed_origins

@@ -28,7 +28,12 @@ class SharedJob(Generic[E]):
     nobody waits for does not keep running.
     """
 
-    def __init__(self, events: AsyncIterator[E], on_failure: Callable[[], None] = lambda: None) -> None:
+    def __init__(
+        self,
+        events: AsyncIterator[E],
+        on_failure: Callable[[], None] = lambda: None,
+        on_success: Callable[[E], None] = lambda final: None,
+    ) -> None:
         self._events: list[E] = []
         self._final: E | None = None
         self._error: BaseException | None = None
@@ -36,6 +41,7 @@ class SharedJob(Generic[E]):
         self._changed = asyncio.Event()
         self._followers = 0
         self._on_failure = on_failure
+        self._on_success = on_success
         self._task = asyncio.create_task(self._run(events))
 
     @property
@@ -79,6 +85,9 @@ class SharedJob(Generic[E]):
         except BaseException as error:  # Followers re-raise it; cancellation included.
             self._error = error
             self._on_failure()
+        else:
+            if self._final is not None:
+                self._on_success(self._final)
         finally:
             self._finished = True
             self._notify()
@@ -105,11 +114,16 @@ class _Entry(Generic[E]):
     job: SharedJob[E]
     fingerprint: bytes
     created: float
+    size: int = 0  # Bytes of its final event, counted in the registry's total once it has one.
 
 
 class JobRegistry(Generic[E]):
     """Jobs by request id for `window_s` seconds; the least recently used go first once there
     are more than `max_entries`, or their final events hold more than `max_bytes`."""
+
+    # Not a cachetools TTLCache: it has one size budget where this has two (entries and bytes), it
+    # sizes an item once on insert while a result's size is known only when its job finishes, and it
+    # refuses an item larger than the budget where this keeps the newest result whatever its size.
 
     def __init__(
         self,
@@ -126,6 +140,7 @@ class JobRegistry(Generic[E]):
         self._size_of = size_of
         self._clock = clock
         self._entries: OrderedDict[str, _Entry[E]] = OrderedDict()
+        self._bytes = 0  # A running total, so an insert need not re-measure every result.
 
     def job_for(self, key: str, fingerprint: bytes, start: Callable[[], AsyncIterator[E]]) -> SharedJob[E]:
         """The job already running or done under `key`, or a new one started from `start()`.
@@ -146,19 +161,25 @@ class JobRegistry(Generic[E]):
         def forget() -> None:
             current = self._entries.get(key)
             if current is not None and current.job is job:
-                del self._entries[key]
+                self._remove(key)
 
-        job: SharedJob[E] = SharedJob(start(), on_failure=forget)
+        def count(final: E) -> None:
+            current = self._entries.get(key)
+            if current is not None and current.job is job:
+                current.size = self._size_of(final)
+                self._bytes += current.size
+
+        job: SharedJob[E] = SharedJob(start(), on_failure=forget, on_success=count)
         self._entries[key] = _Entry(job, fingerprint, self._clock())
         while len(self._entries) > self._max_entries or self._over_max_bytes():
-            self._entries.popitem(last=False)
+            self._remove(next(iter(self._entries)))
         return job
 
     def _over_max_bytes(self) -> bool:
-        if self._max_bytes is None or len(self._entries) <= 1:
-            return False
-        finals = (entry.job.final for entry in self._entries.values())
-        return sum(self._size_of(final) for final in finals if final is not None) > self._max_bytes
+        return self._max_bytes is not None and len(self._entries) > 1 and self._bytes > self._max_bytes
+
+    def _remove(self, key: str) -> None:
+        self._bytes -= self._entries.pop(key).size
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -166,4 +187,4 @@ class JobRegistry(Generic[E]):
     def _expire(self) -> None:
         oldest_kept = self._clock() - self._window_s
         for key in [key for key, entry in self._entries.items() if entry.created < oldest_kept]:
-            del self._entries[key]
+            self._remove(key)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -110,6 +113,42 @@ async def test_async_client_streams_and_edits(fake_ad_server: FakeServer) -> Non
     assert kinds.count("image") == 2 and kinds[-1] == "result"
     assert (edited.image.width, edited.image.height) == (40, 30) and edited.seed == 3
     assert edit_kinds[-1] == "result" and edit_kinds.count("progress") > 0
+
+
+async def test_async_client_reads_the_photo_file_off_the_event_loop(fake_ad_server: FakeServer, tmp_path: Path) -> None:
+    # A FIFO whose only writer is a task on this loop: a read on the loop would never see the photo.
+    fifo = tmp_path / "photo.png"
+    os.mkfifo(fifo)
+    photo = image_of(40, 30, image_pb2.IMAGE_FORMAT_PNG).data
+    written_by_the_loop = asyncio.Event()
+
+    async def write_from_the_loop() -> None:
+        while True:
+            try:
+                descriptor = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+                break
+            except OSError as error:
+                if error.errno != errno.ENXIO:  # ENXIO: no reader has opened it yet.
+                    raise
+                await asyncio.sleep(0.01)
+        with os.fdopen(descriptor, "wb") as pipe:
+            pipe.write(photo)
+        written_by_the_loop.set()
+
+    def unblock_a_read_on_the_loop() -> None:
+        with fifo.open("wb"):
+            pass  # An empty photo ends a blocked read, so a failing test fails instead of hanging.
+
+    safety = threading.Timer(20, unblock_a_read_on_the_loop)
+    safety.start()
+    try:
+        writer = asyncio.create_task(write_from_the_loop())
+        async with AsyncAdGenClient(fake_ad_server.target, timeout=10) as client:
+            edited = await client.edit_ad(fifo, "밝게", seed=3)
+        await writer
+    finally:
+        safety.cancel()
+    assert written_by_the_loop.is_set() and (edited.image.width, edited.image.height) == (40, 30)
 
 
 async def test_async_stream_errors_become_adgen_error(fake_ad_server: FakeServer) -> None:

@@ -14,7 +14,7 @@ from adgen_orchestrator.provenance import ContentLabel, SourceType, encode_label
 from adgen_orchestrator.validation import parse_create_request, parse_edit_request
 from adgen_runtime.errors import InvalidArgument
 from adgen_runtime.text import forbidden_characters
-from tests.unit.orchestrator.fakes import png
+from tests.support.orchestrator_fakes import png
 
 # NUL, the bell, escape, unit separator, DEL, a C1 control, a right-to-left override, a noncharacter.
 HOSTILE = ["\x00", "\x07", "\x1b[31m", "\x1f", "\x7f", "\x85", "\u202e", "\uffff"]

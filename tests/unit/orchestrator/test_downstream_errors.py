@@ -129,7 +129,3 @@ def test_budget_refuses_a_call_once_the_deadline_has_passed() -> None:
     with pytest.raises(DeadlineExceeded) as raised:
         budget.timeout("diffusion", 600)
     assert raised.value.reason == _R.ERROR_REASON_UPSTREAM_DEADLINE_EXCEEDED
-
-
-def test_budget_metadata_carries_the_request_id() -> None:
-    assert CallBudget("req-5").metadata == (("x-request-id", "req-5"),)

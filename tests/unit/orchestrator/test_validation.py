@@ -12,7 +12,7 @@ from adgen.type.v1 import ad_pb2, error_reason_pb2, image_pb2
 from adgen_orchestrator.sizing import Size
 from adgen_orchestrator.validation import parse_create_request, parse_edit_request
 from adgen_runtime.errors import InvalidArgument
-from tests.unit.orchestrator.fakes import png
+from tests.support.orchestrator_fakes import png
 
 
 def _create(**fields: object) -> ad_pb.CreateAdRequest:

@@ -54,6 +54,8 @@ def test_image_downloads_use_the_images_format_and_default_to_png() -> None:
     webp = image_pb2.Image(format=image_pb2.IMAGE_FORMAT_WEBP)
     assert (image_suffix(webp), image_mime(webp)) == ("webp", "image/webp")
     assert (image_suffix(image_pb2.Image()), image_mime(image_pb2.Image())) == ("png", "image/png")
+    jpeg = image_pb2.Image(format=image_pb2.IMAGE_FORMAT_JPEG)
+    assert (image_suffix(jpeg), image_mime(jpeg)) == ("jpg", "image/jpeg")
 
 
 def test_launcher_runs_the_app_headless_and_passes_port_address_and_extra_options_through() -> None:

@@ -11,8 +11,8 @@ from adgen.ad.v1 import ad_service_pb2_grpc as ad_grpc
 from adgen.type.v1 import ad_pb2
 from adgen_orchestrator.ad_pipeline import AI_DISCLOSURE_LINE
 from adgen_orchestrator.overlay import Box, safe_zone_for
-from tests.unit.orchestrator.conftest import FakeStack
-from tests.unit.orchestrator.fakes import png
+from tests.integration.orchestrator.conftest import FakeStack
+from tests.support.orchestrator_fakes import png
 
 KEYWORD = "여름 느낌 딸기 생과일 주스"
 PLAIN = Image.new("RGB", (270, 480), "pink")  # What the fake diffusion draws, at the story size used below.

@@ -22,7 +22,7 @@ from adgen.ad.v1 import ad_service_pb2_grpc as ad_grpc
 from adgen.type.v1 import error_reason_pb2
 from adgen_orchestrator.http_edge import _connect_call, connect_error
 from adgen_runtime.errors import Unavailable
-from tests.unit.orchestrator.conftest import FakeStack
+from tests.integration.orchestrator.conftest import FakeStack
 
 KEYWORD = "여름 느낌 딸기 생과일 주스"
 CREATE_AD = "/adgen.ad.v1.AdService/CreateAd"

@@ -22,8 +22,9 @@ from adgen_client.channel import create_aio_channel
 from adgen_orchestrator.config import OrchestratorSettings
 from adgen_orchestrator.server import create_server
 from adgen_runtime.errors import FieldViolation, ResourceExhausted, Unavailable, invalid_fields
-from tests.unit.orchestrator.conftest import FakeStack, unused_port
-from tests.unit.orchestrator.fakes import EDIT_OUTPUT_SIZE, FAKE_STEPS, png
+from tests.integration.orchestrator.conftest import FakeStack
+from tests.live_services import unused_loopback_port
+from tests.support.orchestrator_fakes import EDIT_OUTPUT_SIZE, FAKE_STEPS, png
 
 _R = error_reason_pb2
 _M = TypeVar("_M", bound=Message)
@@ -111,8 +112,14 @@ async def test_create_ad_reuses_prompts_when_the_copywriter_writes_fewer(
     fake_stack: FakeStack, ad_stub: ad_grpc.AdServiceAsyncStub
 ) -> None:
     fake_stack.copywriter.prompt_count = 1
-    response = await ad_stub.CreateAd(ad_pb.CreateAdRequest(keyword=KEYWORD, variant_count=2, width=64, height=64))
-    assert len(response.images) == 2
+    response = await ad_stub.CreateAd(
+        ad_pb.CreateAdRequest(keyword=KEYWORD, variant_count=2, seed=100, width=64, height=64)
+    )
+    only_prompt = "Fresh strawberry juice, composition 0"  # the one prompt the fake copywriter wrote
+    assert [image.image_prompt for image in response.images] == [only_prompt, only_prompt]
+    # The reused prompt still yields two different pictures: each variant keeps its own seed.
+    sent = [(call.request.prompt, call.request.seed) for call in fake_stack.diffusion.calls]
+    assert sent == [(only_prompt, 100), (only_prompt, 101)]
 
 
 @pytest.mark.parametrize(
@@ -161,10 +168,22 @@ async def test_request_id_and_deadline_are_passed_downstream(
     request = ad_pb.CreateAdRequest(keyword=KEYWORD, width=64, height=64)
     response = await ad_stub.CreateAd(request, timeout=30, metadata=(("x-request-id", "req-123"),))
     assert response.request_id == "req-123"
+    # Both services must have been called, or the loop below would pass on nothing.
+    assert fake_stack.copywriter.calls and fake_stack.diffusion.calls
     for call in (*fake_stack.copywriter.calls, *fake_stack.diffusion.calls):
         assert call.metadata.get("x-request-id") == "req-123"
         assert call.time_remaining is not None and 20 < call.time_remaining < 30
     assert fake_stack.copywriter.calls[0].request.request_id == "req-123"
+
+
+async def test_a_minted_request_id_is_the_one_every_downstream_call_carries(
+    fake_stack: FakeStack, ad_stub: ad_grpc.AdServiceAsyncStub
+) -> None:
+    response = await ad_stub.CreateAd(ad_pb.CreateAdRequest(keyword=KEYWORD, width=64, height=64), timeout=30)
+    assert response.request_id
+    downstream = (*fake_stack.copywriter.calls, *fake_stack.diffusion.calls)
+    assert fake_stack.copywriter.calls and fake_stack.diffusion.calls
+    assert {call.metadata.get("x-request-id") for call in downstream} == {response.request_id}
 
 
 async def test_empty_keyword_is_rejected_before_any_downstream_call(
@@ -304,7 +323,7 @@ async def test_downstream_unavailable_becomes_upstream_unavailable(
 async def test_copywriter_down_is_unavailable_naming_the_copywriter(fake_stack: FakeStack) -> None:
     downstream = f"127.0.0.1:{fake_stack.downstream.port}"
     settings = OrchestratorSettings(
-        port=0, http_enabled=False, copywriter_target=f"127.0.0.1:{unused_port()}", diffusion_target=downstream
+        port=0, http_enabled=False, copywriter_target=f"127.0.0.1:{unused_loopback_port()}", diffusion_target=downstream
     )
     orchestrator = await create_server(settings)
     try:

@@ -26,7 +26,7 @@ from adgen_runtime import Context
 from adgen_runtime.errors import ResourceExhausted
 from adgen_runtime.server import RunningServer, ServiceBinding, start_server
 from adgen_runtime.settings import ServerSettings
-from tests.unit.orchestrator.fakes import FakeCopywriter, FakeDiffusion
+from tests.support.orchestrator_fakes import FakeCopywriter, FakeDiffusion
 
 KEYWORD = "여름 느낌 딸기 생과일 주스"
 

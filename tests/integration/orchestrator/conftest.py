@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -16,7 +15,7 @@ from adgen_orchestrator.config import OrchestratorSettings
 from adgen_orchestrator.server import OrchestratorServer, create_server
 from adgen_runtime.server import RunningServer, ServiceBinding, start_server
 from adgen_runtime.settings import ServerSettings
-from tests.unit.orchestrator.fakes import FakeCopywriter, FakeDiffusion
+from tests.support.orchestrator_fakes import FakeCopywriter, FakeDiffusion
 
 
 @dataclass
@@ -36,13 +35,6 @@ class FakeStack:
     def http_url(self) -> str:
         """Base URL of the orchestrator's HTTP (Connect) edge."""
         return f"http://127.0.0.1:{self.orchestrator.http_port}"
-
-
-def unused_port() -> int:
-    """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture(scope="session")

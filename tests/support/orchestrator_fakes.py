@@ -101,12 +101,14 @@ class FakeDiffusion(df_grpc.DiffusionServiceServicer):
 
     failure: AdGenError | None = None
     hang: bool = False
+    # When set, each job holds its result until the event fires, so a test can act while it is in flight.
+    gate: asyncio.Event | None = None
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
     calls: list[RecordedCall] = field(default_factory=list)
     models: list[df_pb.Model] = field(default_factory=lambda: list(MODELS))
 
     def reset(self) -> None:
-        self.failure, self.hang, self.calls, self.models = None, False, [], list(MODELS)
+        self.failure, self.hang, self.gate, self.calls, self.models = None, False, None, [], list(MODELS)
         self.cancelled = asyncio.Event()
 
     async def ListModels(self, request: df_pb.ListModelsRequest, context: Context) -> df_pb.ListModelsResponse:
@@ -160,6 +162,8 @@ class FakeDiffusion(df_grpc.DiffusionServiceServicer):
             yield progress_pb2.Progress(
                 stage=progress_pb2.PROGRESS_STAGE_DENOISING, step=step, total_steps=FAKE_STEPS, model_id=model_id
             )
+        if self.gate is not None:
+            await self.gate.wait()
         if self.hang:
             try:
                 await asyncio.Event().wait()

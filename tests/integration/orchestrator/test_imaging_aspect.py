@@ -17,8 +17,8 @@ from adgen.type.v1 import image_pb2
 from adgen_orchestrator.imaging import PhotoRejectedError, deliver, read_photo
 from adgen_orchestrator.provenance import ContentLabel, SourceType
 from adgen_orchestrator.sizing import Size, SizeRules, generation_size
-from tests.unit.orchestrator.conftest import FakeStack
-from tests.unit.orchestrator.fakes import png
+from tests.integration.orchestrator.conftest import FakeStack
+from tests.support.orchestrator_fakes import png
 
 LIMITS = {"max_bytes": 20 * 1024 * 1024, "max_pixels": 40_000_000}
 LABEL = ContentLabel(SourceType.GENERATED, "flux2-klein-4b", 1, "strawberries")

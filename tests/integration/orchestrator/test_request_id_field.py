@@ -17,9 +17,9 @@ from adgen.ad.v1 import ad_service_pb2 as ad_pb
 from adgen.ad.v1 import ad_service_pb2_grpc as ad_grpc
 from adgen.type.v1 import image_pb2
 from adgen_runtime.logs import RequestIdFilter
-from tests.unit.orchestrator.conftest import FakeStack
-from tests.unit.orchestrator.fakes import png
-from tests.unit.orchestrator.test_http_edge import CREATE_AD, error_details
+from tests.integration.orchestrator.conftest import FakeStack
+from tests.integration.orchestrator.test_http_edge import CREATE_AD, error_details
+from tests.support.orchestrator_fakes import png
 
 KEYWORD = "여름 느낌 딸기 생과일 주스"
 BAD_IDS = ["주문-1", "order\n1", "x" * 100_000, "two words"]

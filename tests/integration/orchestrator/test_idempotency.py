@@ -16,8 +16,8 @@ from adgen.ad.v1 import ad_service_pb2_grpc as ad_grpc
 from adgen.type.v1 import error_reason_pb2
 from adgen_orchestrator.idempotency import JobRegistry, RequestIdReusedError
 from adgen_runtime.errors import Unavailable
-from tests.unit.orchestrator.conftest import FakeStack
-from tests.unit.orchestrator.fakes import png
+from tests.integration.orchestrator.conftest import FakeStack
+from tests.support.orchestrator_fakes import png
 
 KEYWORD = "여름 느낌 딸기 생과일 주스"
 
@@ -36,16 +36,41 @@ async def test_a_repeated_request_id_returns_the_same_ad_without_generating_agai
     assert len(fake_stack.copywriter.calls) == 1
 
 
+StreamCall = aio.UnaryStreamCall[ad_pb.StreamCreateAdRequest, ad_pb.StreamCreateAdResponse]
+
+
+async def _next_kind(call: StreamCall) -> str | None:
+    """The kind of the call's next event, or None at the end of the stream."""
+    event = await call.read()
+    if event is aio.EOF:
+        return None
+    assert isinstance(event, ad_pb.StreamCreateAdResponse)
+    return event.WhichOneof("event")
+
+
+async def _remaining_kinds(call: StreamCall) -> list[str]:
+    kinds = []
+    while (kind := await _next_kind(call)) is not None:
+        kinds.append(kind)
+    return kinds
+
+
 async def test_concurrent_duplicates_join_the_job_in_flight(
     fake_stack: FakeStack, ad_stub: ad_grpc.AdServiceAsyncStub
 ) -> None:
-    async def stream() -> list[ad_pb.StreamCreateAdResponse]:
-        call = ad_stub.StreamCreateAd(ad_pb.StreamCreateAdRequest(request=_create("order-2")))
-        return [event async for event in call]
-
-    unary, streamed = await asyncio.gather(ad_stub.CreateAd(_create("order-2")), stream())
-    assert streamed[-1].result == unary
-    assert len(fake_stack.diffusion.calls) == 2
+    fake_stack.diffusion.gate = gate = asyncio.Event()  # the first job cannot finish until the test says so
+    request = ad_pb.StreamCreateAdRequest(request=_create("order-2", variants=1))
+    first = ad_stub.StreamCreateAd(request)
+    first_kinds = [await _next_kind(first)]
+    duplicate = ad_stub.StreamCreateAd(request)
+    # A joiner is sent the job's events from the start while it runs; a replay would wait here for the gated job.
+    duplicate_kinds = [await asyncio.wait_for(_next_kind(duplicate), timeout=10)]
+    assert not gate.is_set()
+    gate.set()
+    first_kinds += await _remaining_kinds(first)
+    duplicate_kinds += await _remaining_kinds(duplicate)
+    assert "progress" in duplicate_kinds and duplicate_kinds == first_kinds
+    assert len(fake_stack.diffusion.calls) == 1 and len(fake_stack.copywriter.calls) == 1
 
 
 async def test_a_replayed_stream_sends_only_the_final_result(ad_stub: ad_grpc.AdServiceAsyncStub) -> None:
