@@ -7,7 +7,7 @@ import io
 import math
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import httpx
@@ -51,45 +51,38 @@ def _image(data: bytes) -> image_pb2.Image:
     return image_pb2.Image(data=data)
 
 
-def _generate(**fields: Any) -> df_pb.GenerateRequest:
-    request = df_pb.GenerateRequest(prompt="a latte", width=64, height=64)
+M = TypeVar("M", bound=Message)
+
+
+def _with(base: M, **fields: Any) -> M:
+    """`base` with `fields` set (message fields copied in), each case spoiling one of them."""
     for name, value in fields.items():
-        setattr(request, name, value)
-    return request
+        if isinstance(value, Message):
+            getattr(base, name).CopyFrom(value)
+        else:
+            setattr(base, name, value)
+    return base
+
+
+def _generate(**fields: Any) -> df_pb.GenerateRequest:
+    return _with(df_pb.GenerateRequest(prompt="a latte", width=64, height=64), **fields)
 
 
 def _edit(**fields: Any) -> df_pb.EditRequest:
-    request = df_pb.EditRequest(image=_image(PHOTO), instruction="make it pink", width=64, height=64)
-    for name, value in fields.items():
-        if name == "image":
-            request.image.CopyFrom(value)
-        else:
-            setattr(request, name, value)
-    return request
+    base = df_pb.EditRequest(image=_image(PHOTO), instruction="make it pink", width=64, height=64)
+    return _with(base, **fields)
 
 
 def _create(**fields: Any) -> ad_pb.CreateAdRequest:
-    request = ad_pb.CreateAdRequest(keyword="딸기 라떼", width=64, height=64)
-    for name, value in fields.items():
-        setattr(request, name, value)
-    return request
+    return _with(ad_pb.CreateAdRequest(keyword="딸기 라떼", width=64, height=64), **fields)
 
 
 def _edit_ad(**fields: Any) -> ad_pb.EditAdRequest:
-    request = ad_pb.EditAdRequest(image=_image(PHOTO), instruction="컵을 빨간색으로 바꿔줘")
-    for name, value in fields.items():
-        if name == "image":
-            request.image.CopyFrom(value)
-        else:
-            setattr(request, name, value)
-    return request
+    return _with(ad_pb.EditAdRequest(image=_image(PHOTO), instruction="컵을 빨간색으로 바꿔줘"), **fields)
 
 
 def _copy(**fields: Any) -> cw_pb.GenerateCopyRequest:
-    request = cw_pb.GenerateCopyRequest(keyword="딸기 라떼")
-    for name, value in fields.items():
-        setattr(request, name, value)
-    return request
+    return _with(cw_pb.GenerateCopyRequest(keyword="딸기 라떼"), **fields)
 
 
 # (service, method, request): every one is malformed in exactly the way its name says.
