@@ -24,15 +24,12 @@ from grpc_status import rpc_status
 
 from adgen.ad.v1 import ad_service_pb2 as ad_pb
 from adgen.ad.v1 import ad_service_pb2_grpc as ad_grpc
-from adgen.copywriter.v1 import copywriter_service_pb2_grpc as cw_grpc
-from adgen.diffusion.v1 import diffusion_service_pb2_grpc as df_grpc
 from adgen_client.channel import create_aio_channel
 from adgen_orchestrator.config import OrchestratorSettings
 from adgen_orchestrator.server import OrchestratorServer, create_server
-from adgen_runtime.server import CUT_SETTLE_S, RunningServer, ServiceBinding, start_server
-from adgen_runtime.settings import ServerSettings
+from adgen_runtime.server import CUT_SETTLE_S, RunningServer
 from tests.live_services import unused_loopback_port
-from tests.support.orchestrator_fakes import FakeCopywriter, FakeDiffusion
+from tests.support.orchestrator_fakes import FakeCopywriter, FakeDiffusion, serve_fakes
 
 pytestmark = [pytest.mark.integration]
 
@@ -64,19 +61,7 @@ class Downstream:
 @pytest.fixture
 async def downstream() -> AsyncIterator[Downstream]:
     copywriter, diffusion = FakeCopywriter(), FakeDiffusion(hang=True)
-    running = await start_server(
-        ServerSettings(port=0),
-        [
-            ServiceBinding(
-                "adgen.copywriter.v1.CopywriterService",
-                lambda server: cw_grpc.add_CopywriterServiceServicer_to_server(copywriter, server),
-            ),
-            ServiceBinding(
-                "adgen.diffusion.v1.DiffusionService",
-                lambda server: df_grpc.add_DiffusionServiceServicer_to_server(diffusion, server),
-            ),
-        ],
-    )
+    running = await serve_fakes(copywriter, diffusion)
     yield Downstream(copywriter, diffusion, running)
     await running.stop(None)
 

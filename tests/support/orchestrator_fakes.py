@@ -17,6 +17,8 @@ from adgen.diffusion.v1 import diffusion_service_pb2_grpc as df_grpc
 from adgen.type.v1 import image_pb2, progress_pb2
 from adgen_runtime import Context
 from adgen_runtime.errors import AdGenError
+from adgen_runtime.server import RunningServer, ServiceBinding, start_server
+from adgen_runtime.settings import ServerSettings
 
 EDIT_OUTPUT_SIZE = (64, 48)
 FAKE_STEPS = 2
@@ -170,3 +172,20 @@ class FakeDiffusion(df_grpc.DiffusionServiceServicer):
             except asyncio.CancelledError:
                 self.cancelled.set()
                 raise
+
+
+async def serve_fakes(copywriter: FakeCopywriter, diffusion: FakeDiffusion) -> RunningServer:
+    """The two fake downstreams behind one real gRPC server on a free loopback port."""
+    return await start_server(
+        ServerSettings(port=0),
+        [
+            ServiceBinding(
+                "adgen.copywriter.v1.CopywriterService",
+                lambda server: cw_grpc.add_CopywriterServiceServicer_to_server(copywriter, server),
+            ),
+            ServiceBinding(
+                "adgen.diffusion.v1.DiffusionService",
+                lambda server: df_grpc.add_DiffusionServiceServicer_to_server(diffusion, server),
+            ),
+        ],
+    )

@@ -8,14 +8,11 @@ from dataclasses import dataclass
 import pytest
 
 from adgen.ad.v1 import ad_service_pb2_grpc as ad_grpc
-from adgen.copywriter.v1 import copywriter_service_pb2_grpc as cw_grpc
-from adgen.diffusion.v1 import diffusion_service_pb2_grpc as df_grpc
 from adgen_client.channel import create_aio_channel
 from adgen_orchestrator.config import OrchestratorSettings
 from adgen_orchestrator.server import OrchestratorServer, create_server
-from adgen_runtime.server import RunningServer, ServiceBinding, start_server
-from adgen_runtime.settings import ServerSettings
-from tests.support.orchestrator_fakes import FakeCopywriter, FakeDiffusion
+from adgen_runtime.server import RunningServer
+from tests.support.orchestrator_fakes import FakeCopywriter, FakeDiffusion, serve_fakes
 
 
 @dataclass
@@ -40,19 +37,7 @@ class FakeStack:
 @pytest.fixture(scope="session")
 async def fake_stack_session() -> AsyncIterator[FakeStack]:
     copywriter, diffusion = FakeCopywriter(), FakeDiffusion()
-    downstream = await start_server(
-        ServerSettings(port=0),
-        [
-            ServiceBinding(
-                "adgen.copywriter.v1.CopywriterService",
-                lambda server: cw_grpc.add_CopywriterServiceServicer_to_server(copywriter, server),
-            ),
-            ServiceBinding(
-                "adgen.diffusion.v1.DiffusionService",
-                lambda server: df_grpc.add_DiffusionServiceServicer_to_server(diffusion, server),
-            ),
-        ],
-    )
+    downstream = await serve_fakes(copywriter, diffusion)
     target = f"127.0.0.1:{downstream.port}"
     settings = OrchestratorSettings(
         port=0,

@@ -13,9 +13,7 @@ from grpc import aio
 
 from adgen.ad.v1 import ad_service_pb2 as ad_pb
 from adgen.ad.v1 import ad_service_pb2_grpc as ad_grpc
-from adgen.copywriter.v1 import copywriter_service_pb2_grpc as cw_grpc
 from adgen.diffusion.v1 import diffusion_service_pb2 as df_pb
-from adgen.diffusion.v1 import diffusion_service_pb2_grpc as df_grpc
 from adgen.type.v1 import error_reason_pb2
 from adgen_client import AdGenError
 from adgen_client.channel import create_aio_channel
@@ -24,9 +22,8 @@ from adgen_orchestrator.downstream import WaitingRoom
 from adgen_orchestrator.server import OrchestratorServer, create_server
 from adgen_runtime import Context
 from adgen_runtime.errors import ResourceExhausted
-from adgen_runtime.server import RunningServer, ServiceBinding, start_server
-from adgen_runtime.settings import ServerSettings
-from tests.support.orchestrator_fakes import FakeCopywriter, FakeDiffusion
+from adgen_runtime.server import RunningServer
+from tests.support.orchestrator_fakes import FakeCopywriter, FakeDiffusion, serve_fakes
 
 KEYWORD = "여름 느낌 딸기 생과일 주스"
 
@@ -81,19 +78,7 @@ class Stack:
 @pytest.fixture
 async def stack() -> AsyncIterator[Stack]:
     copywriter, diffusion = FakeCopywriter(), BusyDiffusion()
-    downstream = await start_server(
-        ServerSettings(port=0),
-        [
-            ServiceBinding(
-                "adgen.copywriter.v1.CopywriterService",
-                lambda server: cw_grpc.add_CopywriterServiceServicer_to_server(copywriter, server),
-            ),
-            ServiceBinding(
-                "adgen.diffusion.v1.DiffusionService",
-                lambda server: df_grpc.add_DiffusionServiceServicer_to_server(diffusion, server),
-            ),
-        ],
-    )
+    downstream = await serve_fakes(copywriter, diffusion)
     target = f"127.0.0.1:{downstream.port}"
     orchestrator = await create_server(
         OrchestratorSettings(port=0, http_enabled=False, copywriter_target=target, diffusion_target=target)
