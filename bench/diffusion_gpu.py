@@ -44,6 +44,7 @@ import transformers
 
 from adgen_diffusion.engine import DiffusionEngine, ImageJob, Progress, Stage
 from adgen_diffusion.kept_configs import local_repo
+from adgen_diffusion.memory import status_bytes
 from adgen_diffusion.plan_report import decision_json
 from adgen_diffusion.planner import GIB, Box, MemoryPlanner, parse_size
 from adgen_diffusion.registry import ModelRegistry, Task
@@ -68,7 +69,6 @@ SEED = 7
 # Left free on the work disk after a set is written.
 _DISK_MARGIN_BYTES = 2 * GIB
 _READ_CHUNK_BYTES = 16 * MIB
-_STATUS = Path("/proc/self/status")
 # Default image side per scale: the real 1024² on a GPU; the narrow CPU sets run the same code at 256².
 _DEFAULT_SIDE = {"full": 1024, "small": 256}
 # Seconds kept back from --deadline-s for the table and the JSON.
@@ -82,19 +82,8 @@ _LOGGER = logging.getLogger("bench.diffusion_gpu")
 # ----- measuring helpers (child process) -----
 
 
-def _status_bytes(field: str) -> int:
-    """A kB field of /proc/self/status (VmRSS, RssAnon, VmHWM), in bytes; 0 where there is none."""
-    try:
-        for line in _STATUS.read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
 def host_now() -> dict[str, int]:
-    return {"rss": _status_bytes("VmRSS"), "anon": _status_bytes("RssAnon")}
+    return {"rss": status_bytes("VmRSS"), "anon": status_bytes("RssAnon")}
 
 
 class HostPeak:
@@ -111,15 +100,15 @@ class HostPeak:
             self._take()
 
     def _take(self) -> None:
-        self.peak_rss = max(self.peak_rss, _status_bytes("VmRSS"))
-        self.peak_anon = max(self.peak_anon, _status_bytes("RssAnon"))
+        self.peak_rss = max(self.peak_rss, status_bytes("VmRSS"))
+        self.peak_anon = max(self.peak_anon, status_bytes("RssAnon"))
 
     def __enter__(self) -> HostPeak:
         # Resets VmHWM (the kernel's own peak RSS) so no sample gap can hide a spike.
         with contextlib.suppress(OSError):
             Path("/proc/self/clear_refs").write_text("5")
-        self.start_rss = self.peak_rss = _status_bytes("VmRSS")
-        self.start_anon = self.peak_anon = _status_bytes("RssAnon")
+        self.start_rss = self.peak_rss = status_bytes("VmRSS")
+        self.start_anon = self.peak_anon = status_bytes("RssAnon")
         self._thread.start()
         return self
 
@@ -129,7 +118,7 @@ class HostPeak:
         self._stop.set()
         self._thread.join()
         self._take()
-        self.peak_rss = max(self.peak_rss, _status_bytes("VmHWM"))
+        self.peak_rss = max(self.peak_rss, status_bytes("VmHWM"))
 
     def figures(self) -> dict[str, int]:
         return {

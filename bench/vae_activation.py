@@ -30,10 +30,9 @@ from typing import Any
 import torch
 
 from adgen_diffusion.kept_configs import kept_repo
-from adgen_diffusion.memory import AnonPeakSampler, trim_host_heap
+from adgen_diffusion.memory import AnonPeakSampler, status_bytes, trim_host_heap
 from adgen_diffusion.planner import _VAE_BYTES_PER_PIXEL_CHANNEL
 
-_STATUS = Path("/proc/self/status")
 _LATENT_SCALE = 8
 _SEED = 0
 
@@ -74,29 +73,19 @@ def _latent(vae: Vae, config: dict[str, Any], side: int, generator: torch.Genera
     return torch.randn(shape, generator=generator).to(torch.bfloat16)
 
 
-def _status_bytes(field: str) -> int:
-    try:
-        for line in _STATUS.read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
 def _decode(model: Any, latent: torch.Tensor) -> dict[str, float]:
     """One decode: peak anonymous memory above its start (sampled) and peak RSS above it (the kernel's VmHWM)."""
     trim_host_heap()
     # Resets VmHWM to the current RSS, so the kernel's own peak covers this decode alone.
     with contextlib.suppress(OSError):
         Path("/proc/self/clear_refs").write_text("5")
-    start_rss = _status_bytes("VmRSS")
+    start_rss = status_bytes("VmRSS")
     started = time.perf_counter()
     with AnonPeakSampler() as sampler, torch.inference_mode():
         model.decode(latent, return_dict=False)
     return {
         "peak_anon_above_start": sampler.peak_above_start,
-        "peak_rss_above_start": max(0, _status_bytes("VmHWM") - start_rss),
+        "peak_rss_above_start": max(0, status_bytes("VmHWM") - start_rss),
         "seconds": time.perf_counter() - started,
     }
 

@@ -81,15 +81,20 @@ def host_rss_bytes() -> int:
     return int(psutil.Process().memory_info().rss)
 
 
-def host_anon_bytes() -> int:
-    """Anonymous resident memory (heap, not file mappings such as mmapped safetensors)."""
+def status_bytes(field: str) -> int:
+    """A kB field of /proc/self/status (VmRSS, RssAnon, VmHWM), in bytes; 0 where there is none."""
     try:
         for line in _STATUS.read_text().splitlines():
-            if line.startswith("RssAnon:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
     except OSError:
         pass
-    return host_rss_bytes()
+    return 0
+
+
+def host_anon_bytes() -> int:
+    """Anonymous resident memory (heap, not file mappings such as mmapped safetensors)."""
+    return status_bytes("RssAnon") or host_rss_bytes()
 
 
 class AnonPeakSampler:
