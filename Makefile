@@ -53,7 +53,7 @@ readme: $(STAMP) ## Regenerate the README's settings and memory-plan tables from
 lint: $(STAMP) ## ruff, ruff format, mypy (strict) and the README's settings tables.
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy services clients tests bench scripts
+	$(BIN)/mypy lib services clients tests bench scripts
 	$(BIN)/python scripts/readme_settings.py --check
 
 system-deps: ## Check the Debian package the suite needs beyond Python, Node and make (CI installs it in .ci/run).

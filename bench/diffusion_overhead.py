@@ -21,12 +21,12 @@ import torch
 from adgen.diffusion.v1 import diffusion_service_pb2 as pb
 from adgen.diffusion.v1 import diffusion_service_pb2_grpc as pb_grpc
 from adgen.type.v1 import progress_pb2
-from adgen_client.channel import create_aio_channel
 from adgen_diffusion.config import DiffusionSettings
 from adgen_diffusion.engine import DiffusionEngine
 from adgen_diffusion.registry import ModelRegistry
 from adgen_diffusion.server import create_server
 from adgen_diffusion.twins import build_all_tiny_models
+from adgen_wire.channel import create_aio_channel
 
 PROMPT = "iced strawberry latte on a wooden cafe table, summer light"
 SEED = 7

@@ -25,7 +25,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
 
-from adgen_client.channel import create_channel
+from adgen_wire.channel import create_channel
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"

@@ -13,11 +13,11 @@ import pytest
 from grpc import aio
 
 from adgen.type.v1 import error_reason_pb2
-from adgen_client.channel import create_aio_channel
 from adgen_runtime import Context
 from adgen_runtime.errors import FieldViolation, ResourceExhausted, invalid_fields
 from adgen_runtime.server import RunningServer, ServiceBinding, start_server
 from adgen_runtime.settings import ServerSettings
+from adgen_wire.channel import create_aio_channel
 
 pytestmark = pytest.mark.integration
 

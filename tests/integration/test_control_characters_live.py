@@ -23,8 +23,8 @@ from adgen.copywriter.v1 import copywriter_service_pb2_grpc as cw_grpc
 from adgen.diffusion.v1 import diffusion_service_pb2 as df_pb
 from adgen.diffusion.v1 import diffusion_service_pb2_grpc as df_grpc
 from adgen.type.v1 import ad_pb2
-from adgen_client.channel import create_aio_channel
 from adgen_runtime.text import forbidden_characters
+from adgen_wire.channel import create_aio_channel
 from tests.live_services import Services
 
 pytestmark = pytest.mark.integration

@@ -17,7 +17,6 @@ from openai import AsyncOpenAI
 from adgen.copywriter.v1 import copywriter_service_pb2 as pb
 from adgen.copywriter.v1 import copywriter_service_pb2_grpc as pb_grpc
 from adgen.type.v1 import ad_pb2
-from adgen_client.channel import create_aio_channel
 from adgen_copywriter.config import BackendChoice, CopywriterSettings
 from adgen_copywriter.domain import (
     BackendKind,
@@ -34,6 +33,7 @@ from adgen_copywriter.engine import CopyEngine
 from adgen_copywriter.llm import LlmBackend
 from adgen_copywriter.rules import grapheme_count
 from adgen_copywriter.server import create_server
+from adgen_wire.channel import create_aio_channel
 from tests.support.fake_openai import FakeOpenAI, Reply, completion, error_reply
 
 pytestmark = pytest.mark.integration

@@ -15,7 +15,6 @@ from openai import AsyncOpenAI
 from adgen.copywriter.v1 import copywriter_service_pb2 as pb
 from adgen.copywriter.v1 import copywriter_service_pb2_grpc as pb_grpc
 from adgen_client import AsyncAdGenClient
-from adgen_client.channel import create_aio_channel
 from adgen_client.errors import AdGenError
 from adgen_copywriter.config import BackendChoice, CopywriterSettings
 from adgen_copywriter.domain import Brief, EditRequest, LlmMisconfiguredError
@@ -24,6 +23,7 @@ from adgen_copywriter.llm import LlmBackend
 from adgen_copywriter.server import create_server as create_copywriter
 from adgen_orchestrator.config import OrchestratorSettings
 from adgen_orchestrator.server import create_server as create_orchestrator
+from adgen_wire.channel import create_aio_channel
 from tests.live_services import Services
 from tests.support.fake_openai import FakeOpenAI, Reply
 

@@ -15,9 +15,9 @@ from grpc_status import rpc_status
 from adgen.copywriter.v1 import copywriter_service_pb2 as pb
 from adgen.copywriter.v1 import copywriter_service_pb2_grpc as pb_grpc
 from adgen.type.v1 import ad_pb2
-from adgen_client.channel import create_aio_channel
 from adgen_copywriter.config import BackendChoice, CopywriterSettings
 from adgen_copywriter.server import create_server
+from adgen_wire.channel import create_aio_channel
 
 pytestmark = pytest.mark.integration
 

@@ -22,12 +22,12 @@ from PIL import Image
 from adgen.diffusion.v1 import diffusion_service_pb2 as pb
 from adgen.diffusion.v1 import diffusion_service_pb2_grpc as pb_grpc
 from adgen.type.v1 import image_pb2, progress_pb2
-from adgen_client.channel import create_aio_channel
 from adgen_diffusion.config import DiffusionSettings
 from adgen_diffusion.engine import DiffusionEngine
 from adgen_diffusion.registry import ModelRegistry
 from adgen_diffusion.server import create_server
 from adgen_runtime.server import RunningServer
+from adgen_wire.channel import create_aio_channel
 from tests.live_services import unused_loopback_port
 
 pytestmark = pytest.mark.integration

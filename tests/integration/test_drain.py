@@ -24,10 +24,10 @@ from grpc_status import rpc_status
 
 from adgen.ad.v1 import ad_service_pb2 as ad_pb
 from adgen.ad.v1 import ad_service_pb2_grpc as ad_grpc
-from adgen_client.channel import create_aio_channel
 from adgen_orchestrator.config import OrchestratorSettings
 from adgen_orchestrator.server import OrchestratorServer, create_server
 from adgen_runtime.server import CUT_SETTLE_S, RunningServer
+from adgen_wire.channel import create_aio_channel
 from tests.live_services import unused_loopback_port
 from tests.support.orchestrator_fakes import FakeCopywriter, FakeDiffusion, serve_fakes
 

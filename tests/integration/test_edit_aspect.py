@@ -18,7 +18,7 @@ from adgen.ad.v1 import ad_service_pb2_grpc as ad_grpc
 from adgen.diffusion.v1 import diffusion_service_pb2 as df_pb
 from adgen.diffusion.v1 import diffusion_service_pb2_grpc as df_grpc
 from adgen.type.v1 import image_pb2
-from adgen_client.channel import create_aio_channel
+from adgen_wire.channel import create_aio_channel
 from tests.live_services import Services
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

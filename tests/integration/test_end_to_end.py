@@ -16,12 +16,12 @@ from typer.testing import CliRunner
 
 from adgen.type.v1 import ad_pb2, progress_pb2
 from adgen_client import AdGenError, AsyncAdGenClient
-from adgen_client.channel import create_aio_channel
 from adgen_client.cli import app
 from adgen_client.requests import CreateAdOptions
 from adgen_orchestrator.ad_pipeline import AI_DISCLOSURE_LINE
 from adgen_orchestrator.overlay import Box, safe_zone_for
 from adgen_orchestrator.provenance import IPTC_DIGITAL_SOURCE_TYPE as IPTC
+from adgen_wire.channel import create_aio_channel
 from tests.live_services import Services
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -14,7 +14,6 @@ from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from adgen_client import AdGenError, AsyncAdGenClient
-from adgen_client.channel import create_aio_channel
 from adgen_copywriter.config import BackendChoice, CopywriterSettings
 from adgen_copywriter.server import create_server as create_copywriter
 from adgen_diffusion.config import DiffusionSettings
@@ -23,6 +22,7 @@ from adgen_orchestrator.config import OrchestratorSettings
 from adgen_orchestrator.downstream import CONNECT_WAIT_S
 from adgen_orchestrator.server import create_server as create_orchestrator
 from adgen_runtime.server import RunningServer
+from adgen_wire.channel import create_aio_channel
 from tests.live_services import unused_loopback_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -15,9 +15,9 @@ from grpc import aio
 
 from adgen.ad.v1 import ad_service_pb2 as ad_pb
 from adgen.ad.v1 import ad_service_pb2_grpc as ad_grpc
-from adgen_client.channel import REQUEST_ID_METADATA_KEY, create_aio_channel, create_channel
 from adgen_client.errors import AdGenError
 from adgen_client.requests import CreateAdOptions, EditAdOptions, PhotoArg, create_ad_request, edit_ad_request
+from adgen_wire.channel import REQUEST_ID_METADATA_KEY, create_aio_channel, create_channel
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 DEFAULT_TIMEOUT_S = 600.0

@@ -26,7 +26,6 @@ from adgen.copywriter.v1 import copywriter_service_pb2_grpc as cw_grpc
 from adgen.diffusion.v1 import diffusion_service_pb2 as df_pb
 from adgen.diffusion.v1 import diffusion_service_pb2_grpc as df_grpc
 from adgen.type.v1 import error_reason_pb2
-from adgen_client.channel import REQUEST_ID_METADATA_KEY
 from adgen_runtime.errors import (
     ERROR_DOMAIN,
     AdGenError,
@@ -35,6 +34,7 @@ from adgen_runtime.errors import (
     Reason,
     Unavailable,
 )
+from adgen_wire.channel import REQUEST_ID_METADATA_KEY
 
 _LOGGER = logging.getLogger(__name__)
 _Event = TypeVar("_Event")

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from adgen.ad.v1 import ad_service_pb2_grpc as ad_grpc
 from adgen.copywriter.v1 import copywriter_service_pb2 as cw_pb
 from adgen.diffusion.v1 import diffusion_service_pb2 as df_pb
-from adgen_client.channel import create_aio_channel
 from adgen_orchestrator.ad_core import AdCore
 from adgen_orchestrator.ad_pipeline import AdPipeline
 from adgen_orchestrator.config import OrchestratorSettings
@@ -16,6 +15,7 @@ from adgen_orchestrator.downstream import CopywriterClient, DiffusionClient, Dow
 from adgen_orchestrator.http_edge import HttpEdge, create_http_app
 from adgen_orchestrator.servicer import SERVICE_NAME, AdServicer
 from adgen_runtime.server import RunningServer, ServiceBinding, run_service, start_server
+from adgen_wire.channel import create_aio_channel
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import argparse
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from adgen_client.channel import create_channel
+from adgen_wire.channel import create_channel
 
 
 def is_serving(target: str, service: str, timeout_s: float) -> bool:

@@ -17,7 +17,6 @@ from grpc_interceptor import AsyncServerInterceptor
 from grpc_interceptor.exception_to_status import AsyncExceptionToStatusInterceptor
 
 from adgen.type.v1 import error_reason_pb2
-from adgen_client.channel import REQUEST_ID_METADATA_KEY
 from adgen_runtime import Context
 from adgen_runtime.errors import (
     STATUS_DETAILS_METADATA_KEY,
@@ -28,6 +27,7 @@ from adgen_runtime.errors import (
     internal_error,
 )
 from adgen_runtime.logs import call_request_id, current_request_id, is_request_id, request_id_var
+from adgen_wire.channel import REQUEST_ID_METADATA_KEY
 
 _LOGGER = logging.getLogger(__name__)
 

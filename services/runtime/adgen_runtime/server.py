@@ -18,12 +18,12 @@ from grpc_interceptor import AsyncServerInterceptor
 from grpc_reflection.v1alpha import reflection
 
 from adgen.type.v1 import error_reason_pb2
-from adgen_client.channel import grpc_options
 from adgen_runtime import Context
 from adgen_runtime.errors import Unavailable
 from adgen_runtime.interceptors import server_interceptors, with_request_size_limit
 from adgen_runtime.logs import configure_logging
 from adgen_runtime.settings import ServerSettings
+from adgen_wire.channel import grpc_options
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource
 from pydantic_settings.exceptions import SettingsError
 
-from adgen_client.channel import DEFAULT_MAX_MESSAGE_BYTES
+from adgen_wire.channel import DEFAULT_MAX_MESSAGE_BYTES
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # Exit status of a process stopped by a bad setting: a usage error, as argparse and typer use.

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 import pytest
 
 from adgen.ad.v1 import ad_service_pb2_grpc as ad_grpc
-from adgen_client.channel import create_aio_channel
 from adgen_orchestrator.config import OrchestratorSettings
 from adgen_orchestrator.server import OrchestratorServer, create_server
 from adgen_runtime.server import RunningServer
+from adgen_wire.channel import create_aio_channel
 from tests.support.orchestrator_fakes import FakeCopywriter, FakeDiffusion, serve_fakes
 
 

@@ -18,10 +18,10 @@ from adgen.ad.v1 import ad_service_pb2 as ad_pb
 from adgen.ad.v1 import ad_service_pb2_grpc as ad_grpc
 from adgen.diffusion.v1 import diffusion_service_pb2 as df_pb
 from adgen.type.v1 import ad_pb2, error_reason_pb2, image_pb2
-from adgen_client.channel import create_aio_channel
 from adgen_orchestrator.config import OrchestratorSettings
 from adgen_orchestrator.server import create_server
 from adgen_runtime.errors import FieldViolation, ResourceExhausted, Unavailable, invalid_fields
+from adgen_wire.channel import create_aio_channel
 from tests.integration.orchestrator.conftest import FakeStack
 from tests.live_services import unused_loopback_port
 from tests.support.orchestrator_fakes import EDIT_OUTPUT_SIZE, FAKE_STEPS, png

@@ -16,13 +16,13 @@ from adgen.ad.v1 import ad_service_pb2_grpc as ad_grpc
 from adgen.diffusion.v1 import diffusion_service_pb2 as df_pb
 from adgen.type.v1 import error_reason_pb2
 from adgen_client import AdGenError
-from adgen_client.channel import create_aio_channel
 from adgen_orchestrator.config import OrchestratorSettings
 from adgen_orchestrator.downstream import WaitingRoom
 from adgen_orchestrator.server import OrchestratorServer, create_server
 from adgen_runtime import Context
 from adgen_runtime.errors import ResourceExhausted
 from adgen_runtime.server import RunningServer
+from adgen_wire.channel import create_aio_channel
 from tests.support.orchestrator_fakes import FakeCopywriter, FakeDiffusion, serve_fakes
 
 KEYWORD = "여름 느낌 딸기 생과일 주스"

@@ -27,3 +27,13 @@ def test_sdk_and_cli_import_neither_torch_nor_server_libraries() -> None:
 
 def test_orchestrator_does_not_import_torch() -> None:
     assert _offending(_loaded_modules("adgen_orchestrator.server"), HEAVY) == set()
+
+
+def test_server_runtime_and_services_do_not_import_the_sdk() -> None:
+    services = (
+        "adgen_runtime.server",
+        "adgen_copywriter.server",
+        "adgen_orchestrator.server",
+        "adgen_diffusion.server",
+    )
+    assert _offending(_loaded_modules(*services), ("adgen_client",)) == set()

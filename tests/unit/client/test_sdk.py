@@ -18,9 +18,9 @@ from adgen.ad.v1 import ad_service_pb2 as ad_pb
 from adgen.ad.v1 import ad_service_pb2_grpc as ad_grpc
 from adgen.type.v1 import ad_pb2, image_pb2
 from adgen_client import AdGenClient, AdGenError, AsyncAdGenClient, FieldViolation, RetryPolicy
-from adgen_client.channel import create_aio_channel, grpc_options
 from adgen_client.requests import create_ad_request, edit_ad_request
 from adgen_runtime import Context
+from adgen_wire.channel import create_aio_channel, grpc_options
 from tests.unit.client.conftest import FakeServer, image_of
 
 

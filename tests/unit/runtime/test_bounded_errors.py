@@ -11,7 +11,6 @@ from grpc import aio
 from grpc_status import rpc_status
 
 from adgen.type.v1 import error_reason_pb2
-from adgen_client.channel import create_aio_channel
 from adgen_runtime import Context
 from adgen_runtime.errors import (
     MAX_ECHOED_VALUE_BYTES,
@@ -26,6 +25,7 @@ from adgen_runtime.errors import (
 )
 from adgen_runtime.server import RunningServer, ServiceBinding, start_server
 from adgen_runtime.settings import ServerSettings
+from adgen_wire.channel import create_aio_channel
 
 _R = error_reason_pb2
 METHOD = "/test.Echo/Fail"

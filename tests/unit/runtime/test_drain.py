@@ -14,10 +14,10 @@ from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
-from adgen_client.channel import create_aio_channel
 from adgen_runtime import Context
 from adgen_runtime.server import CUT_SETTLE_S, SHUTDOWN_RETRY_AFTER_S, RunningServer, ServiceBinding, start_server
 from adgen_runtime.settings import ServerSettings
+from adgen_wire.channel import create_aio_channel
 
 SERVICE = "test.Slow"
 GRACE_S = 1.0

@@ -11,9 +11,9 @@ from grpc import aio
 from grpc_status import rpc_status
 
 from adgen.copywriter.v1 import copywriter_service_pb2 as pb
-from adgen_client.channel import create_aio_channel, grpc_options
 from adgen_runtime import Context
 from adgen_runtime.interceptors import server_interceptors, transport_receive_limit, with_request_size_limit
+from adgen_wire.channel import create_aio_channel, grpc_options
 
 LIMIT = 64 * 1024
 SERVICE = "test.Sized"

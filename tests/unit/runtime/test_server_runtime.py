@@ -17,12 +17,12 @@ from grpc_status import rpc_status
 from adgen.copywriter.v1 import copywriter_service_pb2 as pb
 from adgen.copywriter.v1 import copywriter_service_pb2_grpc as pb_grpc
 from adgen.type.v1 import error_reason_pb2
-from adgen_client.channel import create_aio_channel
 from adgen_runtime import Context
 from adgen_runtime.errors import FieldViolation, ResourceExhausted, invalid_fields
 from adgen_runtime.healthcheck import is_serving
 from adgen_runtime.server import RunningServer, ServiceBinding, start_server
 from adgen_runtime.settings import ServerSettings
+from adgen_wire.channel import create_aio_channel
 
 SERVICE = "adgen.copywriter.v1.CopywriterService"
 STREAM_METHOD = "/test.Streams/Count"
