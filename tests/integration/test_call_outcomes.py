@@ -14,7 +14,7 @@ from grpc import aio
 
 from adgen.type.v1 import error_reason_pb2
 from adgen_runtime import Context
-from adgen_runtime.errors import FieldViolation, ResourceExhausted, invalid_fields
+from adgen_runtime.errors import BadField, ResourceExhausted, invalid_fields
 from adgen_runtime.server import RunningServer, ServiceBinding, start_server
 from adgen_runtime.settings import ServerSettings
 from adgen_wire.channel import create_aio_channel
@@ -35,7 +35,7 @@ class _Script:
     async def unary(self, request: bytes, context: Context) -> bytes:
         self.started.set()
         if request == b"invalid":
-            raise invalid_fields([FieldViolation("keyword", "must not be empty")], _R.ERROR_REASON_EMPTY_KEYWORD)
+            raise invalid_fields([BadField("keyword", "must not be empty")], _R.ERROR_REASON_EMPTY_KEYWORD)
         if request == b"bug":
             raise RuntimeError("internal detail")
         if request == b"hang":

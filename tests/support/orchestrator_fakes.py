@@ -16,7 +16,7 @@ from adgen.diffusion.v1 import diffusion_service_pb2 as df_pb
 from adgen.diffusion.v1 import diffusion_service_pb2_grpc as df_grpc
 from adgen.type.v1 import image_pb2, progress_pb2
 from adgen_runtime import Context
-from adgen_runtime.errors import AdGenError
+from adgen_runtime.errors import ServiceError
 from adgen_runtime.server import RunningServer, ServiceBinding, start_server
 from adgen_runtime.settings import ServerSettings
 
@@ -48,7 +48,7 @@ def _record(calls: list[RecordedCall], request: object, context: Context) -> Non
 class FakeCopywriter(cw_grpc.CopywriterServiceServicer):
     """Writes one distinct prompt per variant; raises `failure` when set."""
 
-    failure: AdGenError | None = None
+    failure: ServiceError | None = None
     prompt_count: int | None = None  # None writes as many prompts as asked for
     calls: list[RecordedCall] = field(default_factory=list)
 
@@ -101,7 +101,7 @@ MODELS = [
 class FakeDiffusion(df_grpc.DiffusionServiceServicer):
     """Streams queued → loading → denoising → result; can fail, or hang until cancelled."""
 
-    failure: AdGenError | None = None
+    failure: ServiceError | None = None
     hang: bool = False
     # When set, each job holds its result until the event fires, so a test can act while it is in flight.
     gate: asyncio.Event | None = None

@@ -32,10 +32,10 @@ from adgen_copywriter.engine import CopyEngine
 from adgen_copywriter.rules import find_banned_claims, grapheme_count
 from adgen_runtime import Context
 from adgen_runtime.errors import (
-    AdGenError,
+    BadField,
     FailedPrecondition,
-    FieldViolation,
     Internal,
+    ServiceError,
     Unavailable,
     invalid_fields,
 )
@@ -121,41 +121,41 @@ def _clean(text: str) -> str:
     return " ".join(unicodedata.normalize("NFC", text).split())
 
 
-def _check_characters(field: str, text: str, violations: list[FieldViolation]) -> None:
+def _check_characters(field: str, text: str, violations: list[BadField]) -> None:
     # On the raw text: cleaning would fold some controls (U+001C to U+001F) into spaces unseen.
     violation = control_character_violation(field, text)
     if violation is not None:
         violations.append(violation)
 
 
-def _check_enum(value: int, known: Container[int], field: str, violations: list[FieldViolation]) -> None:
+def _check_enum(value: int, known: Container[int], field: str, violations: list[BadField]) -> None:
     if value not in known:
-        violations.append(FieldViolation(field, f"unknown value {value}"))
+        violations.append(BadField(field, f"unknown value {value}"))
 
 
-def _check_model_id(model_id: str, violations: list[FieldViolation]) -> None:
+def _check_model_id(model_id: str, violations: list[BadField]) -> None:
     if model_id and not _MODEL_ID.fullmatch(model_id):
         violations.append(
-            FieldViolation("target_model_id", "must be a registry id: letters, digits, '.', '_', '-', at most 128")
+            BadField("target_model_id", "must be a registry id: letters, digits, '.', '_', '-', at most 128")
         )
 
 
 def brief_from_request(request: pb.GenerateCopyRequest) -> Brief:
     """The validated brief, or one INVALID_ARGUMENT naming every bad field."""
-    violations: list[FieldViolation] = []
+    violations: list[BadField] = []
     keyword = _clean(request.keyword)
     empty_keyword = not keyword
     if empty_keyword:
-        violations.append(FieldViolation("keyword", "must not be empty or blank"))
+        violations.append(BadField("keyword", "must not be empty or blank"))
     elif grapheme_count(keyword) > KEYWORD_MAX_GRAPHEMES:
-        violations.append(FieldViolation("keyword", f"must be at most {KEYWORD_MAX_GRAPHEMES} characters"))
+        violations.append(BadField("keyword", f"must be at most {KEYWORD_MAX_GRAPHEMES} characters"))
     _check_characters("keyword", request.keyword, violations)
     _check_enum(request.tone, _TONES, "tone", violations)
     _check_enum(request.placement, _PLACEMENTS, "placement", violations)
     _check_enum(request.caption_length, _LENGTHS, "caption_length", violations)
     _check_enum(request.emoji_level, _EMOJI, "emoji_level", violations)
     if not 0 <= request.variant_count <= MAX_VARIANTS:
-        violations.append(FieldViolation("variant_count", f"must be between 0 and {MAX_VARIANTS} (0 means 1)"))
+        violations.append(BadField("variant_count", f"must be between 0 and {MAX_VARIANTS} (0 means 1)"))
     _check_model_id(request.target_model_id, violations)
     facts = _facts_from(request.facts, violations)
     if violations:
@@ -172,10 +172,10 @@ def brief_from_request(request: pb.GenerateCopyRequest) -> Brief:
     )
 
 
-def _facts_from(message: ad_pb2.MerchantFacts, violations: list[FieldViolation]) -> MerchantFacts:
+def _facts_from(message: ad_pb2.MerchantFacts, violations: list[BadField]) -> MerchantFacts:
     """Merchant facts go into the copy verbatim, so each must be short and lawful on its own."""
     if len(message.extra) > MAX_EXTRA_FACTS:
-        violations.append(FieldViolation("facts.extra", f"at most {MAX_EXTRA_FACTS} facts"))
+        violations.append(BadField("facts.extra", f"at most {MAX_EXTRA_FACTS} facts"))
     named = {
         "facts.shop_name": message.shop_name,
         "facts.price": message.price,
@@ -188,9 +188,9 @@ def _facts_from(message: ad_pb2.MerchantFacts, violations: list[FieldViolation])
     cleaned = {field: _clean(value) for field, value in named.items()}
     for field, value in cleaned.items():
         if grapheme_count(value) > FACT_MAX_GRAPHEMES:
-            violations.append(FieldViolation(field, f"must be at most {FACT_MAX_GRAPHEMES} characters"))
+            violations.append(BadField(field, f"must be at most {FACT_MAX_GRAPHEMES} characters"))
         for claim in find_banned_claims(value, field):
-            violations.append(FieldViolation(field, f"'{claim.text}' cannot appear in a food ad: {claim.reason}"))
+            violations.append(BadField(field, f"'{claim.text}' cannot appear in a food ad: {claim.reason}"))
     return MerchantFacts(
         shop_name=cleaned["facts.shop_name"],
         price=cleaned["facts.price"],
@@ -202,12 +202,12 @@ def _facts_from(message: ad_pb2.MerchantFacts, violations: list[FieldViolation])
 
 def edit_request_from(request: pb.WriteEditInstructionRequest) -> EditRequest:
     """The validated edit request, or one INVALID_ARGUMENT naming every bad field."""
-    violations: list[FieldViolation] = []
+    violations: list[BadField] = []
     text = _clean(request.request)
     if not text:
-        violations.append(FieldViolation("request", "must not be empty or blank"))
+        violations.append(BadField("request", "must not be empty or blank"))
     elif grapheme_count(text) > EDIT_REQUEST_MAX_GRAPHEMES:
-        violations.append(FieldViolation("request", f"must be at most {EDIT_REQUEST_MAX_GRAPHEMES} characters"))
+        violations.append(BadField("request", f"must be at most {EDIT_REQUEST_MAX_GRAPHEMES} characters"))
     _check_characters("request", request.request, violations)
     _check_model_id(request.target_model_id, violations)
     if violations:
@@ -225,7 +225,7 @@ def provenance_message(provenance: Provenance) -> pb.CopyProvenance:
     )
 
 
-def status_error(error: CopyError) -> AdGenError:
+def status_error(error: CopyError) -> ServiceError:
     """The status a caller gets for each expected failure; messages were written for callers."""
     reasons = error_reason_pb2
     if isinstance(error, BannedClaimError):

@@ -12,7 +12,7 @@ from adgen_diffusion import errors
 from adgen_diffusion.engine import ImageJob, random_seed
 from adgen_diffusion.images import MAX_PHOTO_ASPECT, InvalidImageError, decode_image
 from adgen_diffusion.registry import ModelEntry, ModelRegistry, Task
-from adgen_runtime.errors import FailedPrecondition, FieldViolation, NotFound, invalid_fields
+from adgen_runtime.errors import BadField, FailedPrecondition, NotFound, invalid_fields
 from adgen_runtime.text import control_character_violation
 
 MAX_STEPS = 100
@@ -59,9 +59,9 @@ def registry_entry(registry: ModelRegistry, model_id: str) -> ModelEntry:
 def prepare_generate(request: pb.GenerateRequest, entry: ModelEntry, *, prefix: str) -> PreparedJob:
     """A text-to-image job with defaults applied, or one INVALID_ARGUMENT naming every bad field."""
     _require_task(entry, Task.TEXT_TO_IMAGE)
-    violations: list[FieldViolation] = []
+    violations: list[BadField] = []
     if not request.prompt.strip():
-        violations.append(FieldViolation(f"{prefix}prompt", "must not be empty"))
+        violations.append(BadField(f"{prefix}prompt", "must not be empty"))
     _check_characters(f"{prefix}prompt", request.prompt, violations)
     width, height = _checked_size(entry, request.width, request.height, prefix, violations)
     knobs = _checked_knobs(entry, request, prefix, violations)
@@ -85,9 +85,9 @@ def prepare_edit(
 ) -> PreparedJob:
     """An edit job with the photo decoded and defaults applied. Blocking (decodes the photo): run it off the loop."""
     _require_task(entry, Task.IMAGE_EDIT)
-    violations: list[FieldViolation] = []
+    violations: list[BadField] = []
     if not request.instruction.strip():
-        violations.append(FieldViolation(f"{prefix}instruction", "must not be empty"))
+        violations.append(BadField(f"{prefix}instruction", "must not be empty"))
     _check_characters(f"{prefix}instruction", request.instruction, violations)
     photo = None
     try:
@@ -95,7 +95,7 @@ def prepare_edit(
             request.image.data, max_bytes=max_bytes, max_pixels=max_pixels, max_aspect=photo_aspect_limit(entry)
         )
     except InvalidImageError as error:
-        violations.append(FieldViolation(f"{prefix}image.data", str(error), _INVALID_IMAGE))
+        violations.append(BadField(f"{prefix}image.data", str(error), _INVALID_IMAGE))
     width, height = request.width, request.height
     if photo is not None:
         width, height = _fill_from_aspect(entry, width, height, photo.width / photo.height)
@@ -117,7 +117,7 @@ def prepare_edit(
     return PreparedJob(job, knobs.output_format, request.priority)
 
 
-def _check_characters(field: str, text: str, violations: list[FieldViolation]) -> None:
+def _check_characters(field: str, text: str, violations: list[BadField]) -> None:
     # Line breaks may stay (text encoders take them); other control characters are refused.
     violation = control_character_violation(field, text)
     if violation is not None:
@@ -135,37 +135,37 @@ def _require_task(entry: ModelEntry, task: Task) -> None:
 
 
 def _checked_knobs(
-    entry: ModelEntry, request: pb.GenerateRequest | pb.EditRequest, prefix: str, violations: list[FieldViolation]
+    entry: ModelEntry, request: pb.GenerateRequest | pb.EditRequest, prefix: str, violations: list[BadField]
 ) -> _Knobs:
     steps = request.num_inference_steps if request.HasField("num_inference_steps") else entry.default_steps
     if not entry.min_steps <= steps <= MAX_STEPS:
         violations.append(
-            FieldViolation(
+            BadField(
                 f"{prefix}num_inference_steps", f"must be between {entry.min_steps} and {MAX_STEPS} for {entry.id}"
             )
         )
     guidance = request.guidance_scale if request.HasField("guidance_scale") else entry.default_guidance
     if not (math.isfinite(guidance) and 0 <= guidance <= MAX_GUIDANCE):
-        violations.append(FieldViolation(f"{prefix}guidance_scale", f"must be between 0 and {MAX_GUIDANCE:g}"))
+        violations.append(BadField(f"{prefix}guidance_scale", f"must be between 0 and {MAX_GUIDANCE:g}"))
     count = request.image_count or 1
     if not 1 <= count <= MAX_IMAGES:
-        violations.append(FieldViolation(f"{prefix}image_count", f"must be between 1 and {MAX_IMAGES}"))
+        violations.append(BadField(f"{prefix}image_count", f"must be between 1 and {MAX_IMAGES}"))
     output_format = _OUTPUT_FORMATS.get(request.output_format)
     if output_format is None:
-        violations.append(FieldViolation(f"{prefix}output_format", "must be PNG, JPEG or WebP"))
+        violations.append(BadField(f"{prefix}output_format", "must be PNG, JPEG or WebP"))
     seed = request.seed if request.HasField("seed") else random_seed()
     return _Knobs(steps, float(guidance), seed, count, output_format or "png")
 
 
 def _checked_size(
-    entry: ModelEntry, width: int, height: int, prefix: str, violations: list[FieldViolation]
+    entry: ModelEntry, width: int, height: int, prefix: str, violations: list[BadField]
 ) -> tuple[int, int]:
     """0 means the model's native side; anything else must sit on the model's size grid."""
     width, height = width or entry.native_side, height or entry.native_side
     for name, value in (("width", width), ("height", height)):
         if not entry.min_side <= value <= entry.max_side or value % entry.size_multiple:
             violations.append(
-                FieldViolation(
+                BadField(
                     f"{prefix}{name}",
                     f"must be a multiple of {entry.size_multiple} between {entry.min_side} and {entry.max_side}"
                     f" for {entry.id}",
@@ -204,7 +204,7 @@ def _snap(entry: ModelEntry, side: float) -> int:
     return min(max(snapped, entry.min_side), entry.max_side)
 
 
-def _raise_if_any(violations: list[FieldViolation]) -> None:
+def _raise_if_any(violations: list[BadField]) -> None:
     if not violations:
         return
     kinds = {v.reason for v in violations}

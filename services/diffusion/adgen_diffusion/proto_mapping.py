@@ -18,12 +18,12 @@ from adgen_diffusion.memory import MemoryReport
 from adgen_diffusion.planner import PlanDecision, Residency
 from adgen_diffusion.registry import ModelEntry, Quantization, Task
 from adgen_runtime.errors import (
-    AdGenError,
     Cancelled,
     FailedPrecondition,
     Internal,
     NotFound,
     ResourceExhausted,
+    ServiceError,
 )
 
 _TASKS = {Task.TEXT_TO_IMAGE: pb.MODEL_TASK_TEXT_TO_IMAGE, Task.IMAGE_EDIT: pb.MODEL_TASK_IMAGE_EDIT}
@@ -210,7 +210,7 @@ def mapped_errors() -> Iterator[None]:
     """Engine errors as the statuses callers can act on; anything else stays a generic INTERNAL."""
     try:
         yield
-    except AdGenError:
+    except ServiceError:
         raise
     except errors.ModelNotFoundError as error:
         raise NotFound(

@@ -30,7 +30,7 @@ from adgen_diffusion.proto_mapping import (
 from adgen_diffusion.registry import ModelEntry
 from adgen_diffusion.worker import Finished, GpuWorker, Work
 from adgen_runtime import Context
-from adgen_runtime.errors import FieldViolation, invalid_fields
+from adgen_runtime.errors import BadField, invalid_fields
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class DiffusionServicer(pb_grpc.DiffusionServiceServicer):
     async def LoadModel(self, request: pb.LoadModelRequest, context: Context) -> pb.LoadModelResponse:
         model_id = request.model_id.strip()
         if not model_id:
-            raise invalid_fields([FieldViolation("model_id", "must name a registry model")])
+            raise invalid_fields([BadField("model_id", "must name a registry model")])
         entry = registry_entry(self.registry, model_id)
         await self._require_fit(entry.id)
         done = await self._submit(entry.id, lambda progress, _: self.engine.load(entry.id, progress))

@@ -23,7 +23,7 @@ from adgen_orchestrator.config import OrchestratorSettings
 from adgen_orchestrator.downstream import CallBudget
 from adgen_orchestrator.idempotency import JobRegistry, RequestIdReusedError
 from adgen_orchestrator.validation import parse_create_request, parse_edit_request
-from adgen_runtime.errors import FieldViolation, Internal, invalid_fields, reason_name
+from adgen_runtime.errors import BadField, Internal, invalid_fields, reason_name
 from adgen_runtime.logs import adopt_request_id
 
 E = TypeVar("E", ad_pb.StreamCreateAdResponse, ad_pb.StreamEditAdResponse)
@@ -147,7 +147,7 @@ class AdCore:
             minutes = self._settings.idempotency_window_s / 60
             raise invalid_fields(
                 [
-                    FieldViolation(
+                    BadField(
                         f"{field_prefix}request_id",
                         f"was already used for a different request in the last {minutes:g} minutes; "
                         "use a new id for a new request",

@@ -28,10 +28,10 @@ from adgen.diffusion.v1 import diffusion_service_pb2_grpc as df_grpc
 from adgen.type.v1 import error_reason_pb2
 from adgen_runtime.errors import (
     ERROR_DOMAIN,
-    AdGenError,
     DeadlineExceeded,
     Internal,
     Reason,
+    ServiceError,
     Unavailable,
 )
 from adgen_wire.channel import REQUEST_ID_METADATA_KEY
@@ -100,7 +100,7 @@ class CallBudget:
         return ((REQUEST_ID_METADATA_KEY, self.request_id),)
 
 
-class DownstreamError(AdGenError):
+class DownstreamError(ServiceError):
     """A downstream service's own rich error, relayed to our caller with its details intact."""
 
     def __init__(self, code: grpc.StatusCode, status: status_pb2.Status, reason: Reason, service: str) -> None:
@@ -129,7 +129,7 @@ def rich_status(error: aio.AioRpcError) -> status_pb2.Status | None:
 
 def map_downstream_error(
     service: str, error: aio.AioRpcError, request_id: str, *, downstream_prefix: str = "", caller_prefix: str = ""
-) -> AdGenError:
+) -> ServiceError:
     """The status our caller gets for a failed downstream call: never UNKNOWN, never internal text.
 
     Field violations are renamed from the downstream request's layout (`downstream_prefix`)
@@ -303,7 +303,7 @@ class CopywriterClient:
 _DEFAULT_QUEUE_RETRY_S = 1.0
 
 
-def _is_queue_full(error: AdGenError) -> bool:
+def _is_queue_full(error: ServiceError) -> bool:
     return error.code == grpc.StatusCode.RESOURCE_EXHAUSTED and error.reason == _R.ERROR_REASON_QUEUE_FULL
 
 
@@ -314,7 +314,7 @@ class WaitingPlace:
     entered: float = field(default_factory=time.monotonic)
     woken: asyncio.Event = field(default_factory=asyncio.Event)
 
-    async def wait_turn(self, refusal: AdGenError, left_s: float) -> None:
+    async def wait_turn(self, refusal: ServiceError, left_s: float) -> None:
         """Waits until woken or until the refusal's RetryInfo delay has passed; raises the refusal when the
         caller's time (`left_s`) runs out first."""
         delay_s = refusal.retry_after_s if refusal.retry_after_s is not None else _DEFAULT_QUEUE_RETRY_S
@@ -349,7 +349,7 @@ class WaitingRoom:
     def waiting(self) -> int:
         return len(self._places)
 
-    def enter(self, refusal: AdGenError) -> WaitingPlace:
+    def enter(self, refusal: ServiceError) -> WaitingPlace:
         """A place at the back; the refusal itself when the room is full."""
         if len(self._places) >= self.max_waiting:
             raise refusal
@@ -431,7 +431,7 @@ class DiffusionClient:
                         admitted = True
                         yield event
                     return
-                except AdGenError as error:
+                except ServiceError as error:
                     if admitted or not _is_queue_full(error):
                         raise
                     if place is None:

@@ -44,12 +44,12 @@ from adgen.type.v1 import error_reason_pb2
 from adgen_orchestrator.ad_core import AdCore, CallInfo
 from adgen_orchestrator.downstream import STATUS_DETAILS_METADATA_KEY
 from adgen_runtime.errors import (
-    AdGenError,
+    BadField,
     Cancelled,
     DeadlineExceeded,
-    FieldViolation,
     InvalidArgument,
     ResourceExhausted,
+    ServiceError,
     Unavailable,
     bounded_grpc_status,
     internal_error,
@@ -131,7 +131,7 @@ def _connect_call(ctx: RequestContext[Any, Any], body_request_id: str) -> Iterat
     outcome = "OK"
     try:
         yield CallInfo(request_id, None if remaining_ms is None else remaining_ms / 1000)
-    except AdGenError as error:
+    except ServiceError as error:
         outcome = f"{error.code.name} {reason_name(error.reason)}"
         raise connect_error(error) from None
     except ConnectError as error:
@@ -148,14 +148,14 @@ def _connect_call(ctx: RequestContext[Any, Any], body_request_id: str) -> Iterat
         _LOGGER.info("done %s %s in %.3fs", method, outcome, time.perf_counter() - started)
 
 
-def connect_error(error: AdGenError) -> ConnectError:
+def connect_error(error: ServiceError) -> ConnectError:
     """The Connect form of a domain error: same code, message and google.rpc details."""
     status = _rich_status(error)
     details = [ErrorDetail(ConnectAny(type_url=detail.type_url, value=detail.value)) for detail in status.details]
     return ConnectError(_connect_code(error.code), status.message, details)
 
 
-def _rich_status(error: AdGenError) -> status_pb2.Status:
+def _rich_status(error: ServiceError) -> status_pb2.Status:
     for key, value in bounded_grpc_status(error.to_status()).trailing_metadata:
         if key == STATUS_DETAILS_METADATA_KEY and isinstance(value, bytes):
             return status_pb2.Status.FromString(value)
@@ -245,9 +245,7 @@ def decode_json_message(data: bytes, message_class: type[_M]) -> _M:
         # An empty body is the empty message, as in binary proto; validation then names what is missing.
         value = json.loads(text, object_pairs_hook=_unique_keys) if text.strip() else {}
     except _RepeatedKey as repeated:
-        raise connect_error(
-            invalid_fields([FieldViolation(_echoed(repeated.key), "is given more than once")])
-        ) from None
+        raise connect_error(invalid_fields([BadField(_echoed(repeated.key), "is given more than once")])) from None
     except json.JSONDecodeError as error:
         raise _bad_body(f"is not valid JSON (line {error.lineno}, column {error.colno})") from None
     except RecursionError:
@@ -284,7 +282,7 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _bad_body(description: str) -> ConnectError:
     """INVALID_ARGUMENT for a body that is wrong as a whole: the violation's empty field names the request."""
-    violation = FieldViolation("", f"The request body {description}")
+    violation = BadField("", f"The request body {description}")
     return connect_error(
         InvalidArgument(
             error_reason_pb2.ERROR_REASON_INVALID_ARGUMENT,
@@ -300,22 +298,22 @@ def _echoed(name: str) -> str:
     return escaped if len(escaped) <= _MAX_ECHOED_NAME else escaped[: _MAX_ECHOED_NAME - 1] + "…"
 
 
-def _json_violations(value: dict[str, Any], descriptor: Descriptor, prefix: str) -> list[FieldViolation]:
+def _json_violations(value: dict[str, Any], descriptor: Descriptor, prefix: str) -> list[BadField]:
     """Every field of one JSON object that the proto JSON mapping of `descriptor` does not allow."""
     by_name = {field.name: field for field in descriptor.fields} | {
         field.json_name: field for field in descriptor.fields
     }
-    violations: list[FieldViolation] = []
+    violations: list[BadField] = []
     seen: dict[str, str] = {}  # Field or oneof name -> the key that set it.
     for key, item in value.items():
         field = by_name.get(key)
         if field is None:
-            violations.append(FieldViolation(prefix + _echoed(key), f"is not a field of {descriptor.name}"))
+            violations.append(BadField(prefix + _echoed(key), f"is not a field of {descriptor.name}"))
             continue
         path = prefix + field.name
         group = field.containing_oneof.name if field.containing_oneof is not None else field.name
         if group in seen:
-            violations.append(FieldViolation(path, f"is given more than once (also as {_echoed(seen[group])})"))
+            violations.append(BadField(path, f"is given more than once (also as {_echoed(seen[group])})"))
             continue
         if item is None:  # null is the field's default (for a oneof member too: it sets nothing)
             continue
@@ -324,53 +322,53 @@ def _json_violations(value: dict[str, Any], descriptor: Descriptor, prefix: str)
     return violations
 
 
-def _field_violations(item: Any, field: FieldDescriptor, path: str) -> list[FieldViolation]:
+def _field_violations(item: Any, field: FieldDescriptor, path: str) -> list[BadField]:
     if field.message_type is not None and field.message_type.GetOptions().map_entry:
         if not isinstance(item, dict):
-            return [FieldViolation(path, "must be a JSON object")]
+            return [BadField(path, "must be a JSON object")]
         value_field = field.message_type.fields_by_name["value"]
         return [v for key, element in item.items() for v in _value_violations(element, value_field, f"{path}[{key}]")]
     if field.is_repeated:
         if not isinstance(item, list):
-            return [FieldViolation(path, "must be a JSON array")]
+            return [BadField(path, "must be a JSON array")]
         return [v for index, element in enumerate(item) for v in _value_violations(element, field, f"{path}[{index}]")]
     return _value_violations(item, field, path)
 
 
-def _value_violations(value: Any, field: FieldDescriptor, path: str) -> list[FieldViolation]:
+def _value_violations(value: Any, field: FieldDescriptor, path: str) -> list[BadField]:
     """What is wrong with one value of `field` (one element, for a repeated field)."""
     if value is None:
-        return [FieldViolation(path, "must not be null")]
+        return [BadField(path, "must not be null")]
     if field.message_type is not None:
         if field.message_type.full_name.startswith("google.protobuf."):
             # Well-known types have JSON forms of their own (a Duration is "1.5s"); their parser checks them.
             try:
                 json_format.ParseDict(value, message_factory.GetMessageClass(field.message_type)())
             except json_format.ParseError:
-                return [FieldViolation(path, f"is not a valid {field.message_type.name}")]
+                return [BadField(path, f"is not a valid {field.message_type.name}")]
             return []
         if not isinstance(value, dict):
-            return [FieldViolation(path, f"must be a JSON object ({field.message_type.name})")]
+            return [BadField(path, f"must be a JSON object ({field.message_type.name})")]
         return _json_violations(value, field.message_type, path + ".")
     if field.enum_type is not None:
         if (isinstance(value, str) and value in field.enum_type.values_by_name) or _is_integer(value):
             return []
         names = ", ".join(option.name for option in field.enum_type.values)
-        return [FieldViolation(path, f"must be one of {names}")]
+        return [BadField(path, f"must be one of {names}")]
     if field.type == FieldDescriptor.TYPE_STRING:
-        return [] if isinstance(value, str) else [FieldViolation(path, "must be a string")]
+        return [] if isinstance(value, str) else [BadField(path, "must be a string")]
     if field.type == FieldDescriptor.TYPE_BYTES:
         valid = isinstance(value, str) and _BASE64.fullmatch(value) is not None and len(value.rstrip("=")) % 4 != 1
-        return [] if valid else [FieldViolation(path, "must be base64-encoded bytes")]
+        return [] if valid else [BadField(path, "must be base64-encoded bytes")]
     if field.type == FieldDescriptor.TYPE_BOOL:
-        return [] if isinstance(value, bool) else [FieldViolation(path, "must be true or false")]
+        return [] if isinstance(value, bool) else [BadField(path, "must be true or false")]
     if field.type in _INTEGER_RANGES:
         low, high = _INTEGER_RANGES[field.type]
         whole = _whole_number(value)
         if whole is not None and low <= whole <= high:
             return []
-        return [FieldViolation(path, f"must be a whole number from {low} to {high}")]
-    return [] if _is_number(value, field.type) else [FieldViolation(path, "must be a number")]
+        return [BadField(path, f"must be a whole number from {low} to {high}")]
+    return [] if _is_number(value, field.type) else [BadField(path, "must be a number")]
 
 
 def _is_integer(value: Any) -> bool:
@@ -544,7 +542,7 @@ class _RewrittenResponse:
         else:
             await self._send(message)
 
-    async def refuse(self, status: int, error: AdGenError, headers: list[tuple[bytes, bytes]]) -> None:
+    async def refuse(self, status: int, error: ServiceError, headers: list[tuple[bytes, bytes]]) -> None:
         """Answers `error`: trailers-only for gRPC-Web (HTTP 200, as gRPC answers), else Connect error JSON."""
         if self._grpc_web:
             status_headers = [(key.encode(), value.encode()) for key, value in grpc_status_fields(error)]
@@ -598,7 +596,7 @@ class _RewrittenResponse:
         await self._send({**held, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
         await self._send({"type": "http.response.body", "body": body, "more_body": False})
 
-    def _rewritten_connect_error(self, body: bytes) -> AdGenError | None:
+    def _rewritten_connect_error(self, body: bytes) -> ServiceError | None:
         """The error to send instead of a Connect error body without an ErrorInfo, else None."""
         try:
             wire = json.loads(body)
@@ -639,7 +637,7 @@ class _RewrittenResponse:
         encoded = json.dumps(end, ensure_ascii=False).encode()
         return struct.pack(">BI", _END_STREAM, len(encoded)) + encoded
 
-    def _framework_error(self, code: Code, text: str) -> AdGenError:
+    def _framework_error(self, code: Code, text: str) -> ServiceError:
         """Our error for one connectrpc raised by itself; `text` (its message) only picks the wording."""
         reasons = error_reason_pb2
         if code == Code.RESOURCE_EXHAUSTED:
@@ -694,15 +692,15 @@ def _malformed(description: str) -> InvalidArgument:
     return InvalidArgument(
         error_reason_pb2.ERROR_REASON_INVALID_ARGUMENT,
         description,
-        field_violations=[FieldViolation("", description)],
+        field_violations=[BadField("", description)],
     )
 
 
-def _unsupported(description: str) -> AdGenError:
+def _unsupported(description: str) -> ServiceError:
     return _Unimplemented(_UNSUPPORTED_REASON, description)
 
 
-class _Unimplemented(AdGenError):
+class _Unimplemented(ServiceError):
     """Not a call this server implements: an unknown method, HTTP method, content type or encoding."""
 
     code = grpc.StatusCode.UNIMPLEMENTED
@@ -719,7 +717,7 @@ def _media_type(content_type: str) -> str:
     return content_type.partition(";")[0].strip().lower()
 
 
-def connect_error_json(error: AdGenError) -> bytes:
+def connect_error_json(error: ServiceError) -> bytes:
     """Connect's JSON form of `error` (an error response body, or the `error` of an end-of-stream message)."""
     status = _rich_status(error)
     details = [
@@ -731,7 +729,7 @@ def connect_error_json(error: AdGenError) -> bytes:
     return json.dumps(body, ensure_ascii=False).encode()
 
 
-def grpc_status_fields(error: AdGenError) -> list[tuple[str, str]]:
+def grpc_status_fields(error: ServiceError) -> list[tuple[str, str]]:
     """The grpc-status, grpc-message and grpc-status-details-bin of `error`, as headers or trailers carry them."""
     status = _rich_status(error)
     status.code = error.code.value[0]
@@ -742,7 +740,7 @@ def grpc_status_fields(error: AdGenError) -> list[tuple[str, str]]:
     ]
 
 
-def grpc_web_trailers_frame(error: AdGenError) -> bytes:
+def grpc_web_trailers_frame(error: ServiceError) -> bytes:
     """The gRPC-Web trailers frame that ends a response with `error`."""
     trailers = "".join(f"{key}: {value}\r\n" for key, value in grpc_status_fields(error)).encode()
     return struct.pack(">BI", _GRPC_WEB_TRAILERS, len(trailers)) + trailers
@@ -887,7 +885,7 @@ class HttpEdge:
         def stop_forwarding(self) -> None:
             self._forwarding = False
 
-        async def end_with(self, error: AdGenError) -> None:
+        async def end_with(self, error: ServiceError) -> None:
             """Answers `error` if nothing was sent yet, else ends the stream with it."""
             self._forwarding = False
             if self._finished:
@@ -906,7 +904,7 @@ class HttpEdge:
         def _is_stream(self) -> bool:
             return self._media_type.startswith(("application/connect+", "application/grpc-web"))
 
-        def _end_of_stream(self, error: AdGenError) -> bytes:
+        def _end_of_stream(self, error: ServiceError) -> bytes:
             """The last message of a Connect stream or gRPC-Web response, carrying `error`."""
             if self._media_type.startswith("application/grpc-web"):
                 frame = grpc_web_trailers_frame(error)

@@ -11,7 +11,7 @@ from adgen.ad.v1 import ad_service_pb2 as ad_pb
 from adgen.type.v1 import ad_pb2, error_reason_pb2, image_pb2
 from adgen_orchestrator.imaging import PILLOW_FORMATS, Photo, PhotoRejectedError, read_photo
 from adgen_orchestrator.sizing import MAX_DELIVERED_SIDE, MIN_DELIVERED_SIDE, Size, placement_size
-from adgen_runtime.errors import FieldViolation, Reason, invalid_fields
+from adgen_runtime.errors import BadField, Reason, invalid_fields
 from adgen_runtime.logs import REQUEST_ID_RULE, is_request_id
 from adgen_runtime.text import control_character_violation
 
@@ -63,13 +63,13 @@ class _Violations:
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
-        self.items: list[tuple[FieldViolation, Reason]] = []
+        self.items: list[tuple[BadField, Reason]] = []
 
     def add(self, field: str, description: str, reason: Reason = _R.ERROR_REASON_INVALID_ARGUMENT) -> None:
         name = _R.ErrorReason.Name(reason).removeprefix("ERROR_REASON_")
-        self.items.append((FieldViolation(self.prefix + field, description, name), reason))
+        self.items.append((BadField(self.prefix + field, description, name), reason))
 
-    def add_violation(self, violation: FieldViolation | None) -> None:
+    def add_violation(self, violation: BadField | None) -> None:
         if violation is not None:
             self.add(violation.field, violation.description)
 

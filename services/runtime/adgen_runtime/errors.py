@@ -33,7 +33,7 @@ def reason_name(reason: Reason) -> str:
 
 
 @dataclass(frozen=True)
-class FieldViolation:
+class BadField:
     """One bad request field, named by its proto path (e.g. ``request.width``)."""
 
     field: str
@@ -41,7 +41,7 @@ class FieldViolation:
     reason: str = ""
 
 
-class AdGenError(Exception):
+class ServiceError(Exception):
     """Base of every error a servicer may raise on purpose.
 
     ``message`` is shown to callers, so it must be written for them: no tracebacks, paths,
@@ -55,7 +55,7 @@ class AdGenError(Exception):
         reason: Reason,
         message: str,
         *,
-        field_violations: Sequence[FieldViolation] = (),
+        field_violations: Sequence[BadField] = (),
         retry_after_s: float | None = None,
         resource: tuple[str, str] | None = None,
         metadata: Mapping[str, str] | None = None,
@@ -97,39 +97,39 @@ class AdGenError(Exception):
         return converted
 
 
-class InvalidArgument(AdGenError):
+class InvalidArgument(ServiceError):
     code = grpc.StatusCode.INVALID_ARGUMENT
 
 
-class NotFound(AdGenError):
+class NotFound(ServiceError):
     code = grpc.StatusCode.NOT_FOUND
 
 
-class FailedPrecondition(AdGenError):
+class FailedPrecondition(ServiceError):
     code = grpc.StatusCode.FAILED_PRECONDITION
 
 
-class ResourceExhausted(AdGenError):
+class ResourceExhausted(ServiceError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
-class Unavailable(AdGenError):
+class Unavailable(ServiceError):
     code = grpc.StatusCode.UNAVAILABLE
 
 
-class DeadlineExceeded(AdGenError):
+class DeadlineExceeded(ServiceError):
     code = grpc.StatusCode.DEADLINE_EXCEEDED
 
 
-class Cancelled(AdGenError):
+class Cancelled(ServiceError):
     code = grpc.StatusCode.CANCELLED
 
 
-class Internal(AdGenError):
+class Internal(ServiceError):
     code = grpc.StatusCode.INTERNAL
 
 
-def invalid_fields(violations: Sequence[FieldViolation], reason: Reason | None = None) -> InvalidArgument:
+def invalid_fields(violations: Sequence[BadField], reason: Reason | None = None) -> InvalidArgument:
     """One INVALID_ARGUMENT naming every bad field, so callers can fix them all at once."""
     summary = "; ".join(f"{v.field}: {v.description}" for v in violations)
     return InvalidArgument(

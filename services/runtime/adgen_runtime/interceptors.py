@@ -20,9 +20,9 @@ from adgen.type.v1 import error_reason_pb2
 from adgen_runtime import Context
 from adgen_runtime.errors import (
     STATUS_DETAILS_METADATA_KEY,
-    AdGenError,
     GrpcStatus,
     ResourceExhausted,
+    ServiceError,
     bounded_grpc_status,
     internal_error,
 )
@@ -221,7 +221,7 @@ class ErrorInterceptor(AsyncExceptionToStatusInterceptor):
     ) -> NoReturn:
         if isinstance(ex, aio.AbortError):
             raise ex  # The handler already set the status itself.
-        if isinstance(ex, AdGenError):
+        if isinstance(ex, ServiceError):
             status = bounded_grpc_status(ex.to_status())
             _LOGGER.info("%s failed: %s %s", method_name, ex.code.name, status.details)
             await context.abort_with_status(_with_request_id(status))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import unicodedata
 
-from adgen_runtime.errors import FieldViolation
+from adgen_runtime.errors import BadField
 
 # Tab, line feed and carriage return are whitespace a pasted text may hold; each field decides whether to
 # keep them or fold them into spaces.
@@ -28,7 +28,7 @@ def forbidden_characters(text: str) -> list[str]:
     return list(found)
 
 
-def control_character_violation(field: str, text: str) -> FieldViolation | None:
+def control_character_violation(field: str, text: str) -> BadField | None:
     """A violation naming `field` and the first characters it must not hold, or None when it is clean.
 
     Refused, not stripped: such characters are never part of what a merchant typed. They come from a
@@ -40,4 +40,4 @@ def control_character_violation(field: str, text: str) -> FieldViolation | None:
         return None
     named = ", ".join(f"U+{ord(char):04X}" for char in found[:3])
     more = f" and {len(found) - 3} more" if len(found) > 3 else ""
-    return FieldViolation(field, f"{CONTROL_CHARACTERS_RULE} (found {named}{more})")
+    return BadField(field, f"{CONTROL_CHARACTERS_RULE} (found {named}{more})")

@@ -20,7 +20,7 @@ from adgen.diffusion.v1 import diffusion_service_pb2 as df_pb
 from adgen.type.v1 import ad_pb2, error_reason_pb2, image_pb2
 from adgen_orchestrator.config import OrchestratorSettings
 from adgen_orchestrator.server import create_server
-from adgen_runtime.errors import FieldViolation, ResourceExhausted, Unavailable, invalid_fields
+from adgen_runtime.errors import BadField, ResourceExhausted, Unavailable, invalid_fields
 from adgen_wire.channel import create_aio_channel
 from tests.integration.orchestrator.conftest import FakeStack
 from tests.live_services import unused_loopback_port
@@ -259,7 +259,7 @@ async def test_downstream_invalid_argument_passes_through_with_its_details(
     fake_stack: FakeStack, ad_stub: ad_grpc.AdServiceAsyncStub
 ) -> None:
     fake_stack.copywriter.failure = invalid_fields(
-        [FieldViolation("keyword", "must be at most 100 graphemes")], _R.ERROR_REASON_INVALID_ARGUMENT
+        [BadField("keyword", "must be at most 100 graphemes")], _R.ERROR_REASON_INVALID_ARGUMENT
     )
     call = ad_stub.CreateAd(ad_pb.CreateAdRequest(keyword=KEYWORD))
     with pytest.raises(aio.AioRpcError) as raised:
@@ -275,7 +275,7 @@ async def test_downstream_field_violations_name_the_fields_the_caller_sent(
     fake_stack: FakeStack, ad_stub: ad_grpc.AdServiceAsyncStub
 ) -> None:
     fake_stack.diffusion.failure = invalid_fields(
-        [FieldViolation("request.num_inference_steps", "must be between 1 and 100")], _R.ERROR_REASON_INVALID_ARGUMENT
+        [BadField("request.num_inference_steps", "must be between 1 and 100")], _R.ERROR_REASON_INVALID_ARGUMENT
     )
     request = ad_pb.CreateAdRequest(keyword=KEYWORD, width=64, height=64, num_inference_steps=500)
     unary = ad_stub.CreateAd(request)
@@ -283,7 +283,7 @@ async def test_downstream_field_violations_name_the_fields_the_caller_sent(
         await unary
     assert _fields(await _status_of(unary)) == ["num_inference_steps"]
     fake_stack.copywriter.failure = invalid_fields(
-        [FieldViolation("keyword", "must be at most 100 graphemes")], _R.ERROR_REASON_INVALID_ARGUMENT
+        [BadField("keyword", "must be at most 100 graphemes")], _R.ERROR_REASON_INVALID_ARGUMENT
     )
     stream = ad_stub.StreamCreateAd(ad_pb.StreamCreateAdRequest(request=request))
     with pytest.raises(aio.AioRpcError):

@@ -14,7 +14,7 @@ from adgen.ad.v1 import ad_service_pb2 as ad_pb
 from adgen.ad.v1 import ad_service_pb2_grpc as ad_grpc
 from adgen.type.v1 import error_reason_pb2, image_pb2, progress_pb2
 from adgen_runtime import Context
-from adgen_runtime.errors import FieldViolation, ResourceExhausted, Unavailable, invalid_fields
+from adgen_runtime.errors import BadField, ResourceExhausted, Unavailable, invalid_fields
 from adgen_runtime.server import RunningServer, ServiceBinding, start_server
 from adgen_runtime.settings import ServerSettings
 
@@ -43,7 +43,7 @@ class FakeAdService(ad_grpc.AdServiceServicer):
         self.seen.append((request, metadata, context.time_remaining()))
         if request.keyword == "empty":
             raise invalid_fields(
-                [FieldViolation(prefix + "keyword", "must not be empty"), FieldViolation(prefix + "width", "too big")],
+                [BadField(prefix + "keyword", "must not be empty"), BadField(prefix + "width", "too big")],
                 _R.ERROR_REASON_EMPTY_KEYWORD,
             )
         if request.keyword == "busy":

@@ -15,8 +15,7 @@ from adgen.ad.v1 import ad_service_pb2_grpc as ad_grpc
 from adgen.type.v1 import error_reason_pb2
 from adgen_client import AdGenClient, AdGenError, AsyncAdGenClient, RetryPolicy
 from adgen_runtime import Context
-from adgen_runtime.errors import AdGenError as ServerError
-from adgen_runtime.errors import FieldViolation, ResourceExhausted, invalid_fields
+from adgen_runtime.errors import BadField, ResourceExhausted, ServiceError, invalid_fields
 from adgen_runtime.server import RunningServer, ServiceBinding, start_server
 from adgen_runtime.settings import ServerSettings
 
@@ -35,7 +34,7 @@ class ScriptedAdService(ad_grpc.AdServiceServicer):
     `after_copy` fails streams only after their first event, as a full queue met by a later variant would.
     """
 
-    script: list[ServerError | None] = field(default_factory=list)
+    script: list[ServiceError | None] = field(default_factory=list)
     after_copy: bool = False
     attempts: list[float] = field(default_factory=list)
 
@@ -79,7 +78,7 @@ class Scripted:
     def target(self) -> str:
         return f"127.0.0.1:{self.running.port}"
 
-    def expect(self, *script: ServerError | None, after_copy: bool = False) -> None:
+    def expect(self, *script: ServiceError | None, after_copy: bool = False) -> None:
         self.service.script, self.service.after_copy, self.service.attempts = list(script), after_copy, []
 
     @property
@@ -191,12 +190,12 @@ async def test_a_stream_that_already_sent_events_is_not_retried(scripted: Script
 @pytest.mark.parametrize(
     "failure",
     [
-        invalid_fields([FieldViolation("keyword", "must not be empty")], _R.ERROR_REASON_EMPTY_KEYWORD),
+        invalid_fields([BadField("keyword", "must not be empty")], _R.ERROR_REASON_EMPTY_KEYWORD),
         ResourceExhausted(_R.ERROR_REASON_MESSAGE_TOO_LARGE, "too large", retry_after_s=0.05),
     ],
     ids=["invalid-argument", "resource-exhausted-without-queue-full"],
 )
-async def test_other_errors_are_not_retried(scripted: Scripted, failure: ServerError) -> None:
+async def test_other_errors_are_not_retried(scripted: Scripted, failure: ServiceError) -> None:
     scripted.expect(failure, None)
     async with AsyncAdGenClient(scripted.target, timeout=30) as client:
         with pytest.raises(AdGenError) as raised:

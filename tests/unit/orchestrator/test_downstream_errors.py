@@ -13,11 +13,11 @@ from grpc import aio
 from adgen.type.v1 import error_reason_pb2
 from adgen_orchestrator.downstream import CallBudget, DownstreamError, map_downstream_error
 from adgen_runtime.errors import (
-    AdGenError,
+    BadField,
     DeadlineExceeded,
-    FieldViolation,
     Internal,
     ResourceExhausted,
+    ServiceError,
     Unavailable,
     invalid_fields,
 )
@@ -25,7 +25,7 @@ from adgen_runtime.errors import (
 _R = error_reason_pb2
 
 
-def _aio_error(code: grpc.StatusCode, details: str, sent: AdGenError | None = None) -> aio.AioRpcError:
+def _aio_error(code: grpc.StatusCode, details: str, sent: ServiceError | None = None) -> aio.AioRpcError:
     """An AioRpcError as a client sees it, with the rich status trailer when `sent` is given."""
     trailers = aio.Metadata()
     if sent is not None:
@@ -34,14 +34,14 @@ def _aio_error(code: grpc.StatusCode, details: str, sent: AdGenError | None = No
     return aio.AioRpcError(code, aio.Metadata(), trailers, details=details)
 
 
-def _details_of(error: AdGenError) -> list[any_pb2.Any]:
+def _details_of(error: ServiceError) -> list[any_pb2.Any]:
     """The rich details our caller would receive for `error`."""
     trailers = dict(error.to_status().trailing_metadata)
     return list(status_pb2.Status.FromString(trailers["grpc-status-details-bin"]).details)
 
 
 def test_invalid_argument_keeps_reason_and_field_violations_and_names_the_service() -> None:
-    sent = invalid_fields([FieldViolation("prompt", "too long")], _R.ERROR_REASON_INVALID_ARGUMENT)
+    sent = invalid_fields([BadField("prompt", "too long")], _R.ERROR_REASON_INVALID_ARGUMENT)
     mapped = map_downstream_error("diffusion", _aio_error(grpc.StatusCode.INVALID_ARGUMENT, sent.message, sent), "r1")
     assert isinstance(mapped, DownstreamError) and mapped.code == grpc.StatusCode.INVALID_ARGUMENT
     info, bad = error_details_pb2.ErrorInfo(), error_details_pb2.BadRequest()
@@ -52,7 +52,7 @@ def test_invalid_argument_keeps_reason_and_field_violations_and_names_the_servic
 
 
 def test_field_violations_are_renamed_from_the_downstream_request_to_the_callers() -> None:
-    sent = invalid_fields([FieldViolation("request.num_inference_steps", "too many")], _R.ERROR_REASON_INVALID_ARGUMENT)
+    sent = invalid_fields([BadField("request.num_inference_steps", "too many")], _R.ERROR_REASON_INVALID_ARGUMENT)
     error = _aio_error(grpc.StatusCode.INVALID_ARGUMENT, sent.message, sent)
     renamed = {
         caller: map_downstream_error("diffusion", error, "r", downstream_prefix="request.", caller_prefix=caller)

@@ -9,12 +9,12 @@ from grpc import aio
 
 from adgen.type.v1 import error_reason_pb2
 from adgen_orchestrator.downstream import map_downstream_error
-from adgen_runtime.errors import AdGenError, FieldViolation, InvalidArgument, invalid_fields
+from adgen_runtime.errors import BadField, InvalidArgument, ServiceError, invalid_fields
 
 _R = error_reason_pb2
 
 
-def _relayed(sent: AdGenError, downstream_prefix: str, caller_prefix: str) -> tuple[str, list[str]]:
+def _relayed(sent: ServiceError, downstream_prefix: str, caller_prefix: str) -> tuple[str, list[str]]:
     """The message and violated fields our caller gets for `sent`, relayed from one layout to the other."""
     trailers = aio.Metadata()
     for key, value in sent.to_status().trailing_metadata:
@@ -31,20 +31,20 @@ def _relayed(sent: AdGenError, downstream_prefix: str, caller_prefix: str) -> tu
 
 
 def test_a_stream_hops_violation_is_named_as_the_unary_caller_sent_it() -> None:
-    sent = invalid_fields([FieldViolation("request.num_inference_steps", "must be between 1 and 50 for klein")])
+    sent = invalid_fields([BadField("request.num_inference_steps", "must be between 1 and 50 for klein")])
     message, fields = _relayed(sent, "request.", "")
     assert fields == ["num_inference_steps"]
     assert message == "Invalid request: num_inference_steps: must be between 1 and 50 for klein"
 
 
 def test_a_stream_caller_keeps_its_own_stream_layout() -> None:
-    sent = invalid_fields([FieldViolation("request.num_inference_steps", "must be between 1 and 50")])
+    sent = invalid_fields([BadField("request.num_inference_steps", "must be between 1 and 50")])
     message, fields = _relayed(sent, "request.", "request.")
     assert fields == ["request.num_inference_steps"] and "request.num_inference_steps:" in message
 
 
 def test_a_unary_hops_violation_is_named_in_a_stream_callers_layout() -> None:
-    sent = invalid_fields([FieldViolation("keyword", "must not be empty"), FieldViolation("width", "too big")])
+    sent = invalid_fields([BadField("keyword", "must not be empty"), BadField("width", "too big")])
     message, fields = _relayed(sent, "", "request.")
     assert fields == ["request.keyword", "request.width"]
     assert message == "Invalid request: request.keyword: must not be empty; request.width: too big"
@@ -62,8 +62,6 @@ def test_a_unary_hops_violation_is_named_in_a_stream_callers_layout() -> None:
     ],
 )
 def test_paths_in_free_text_are_renamed_whole(text: str, expected: str) -> None:
-    sent = InvalidArgument(
-        _R.ERROR_REASON_INVALID_IMAGE, text, field_violations=[FieldViolation("request.image", "bad")]
-    )
+    sent = InvalidArgument(_R.ERROR_REASON_INVALID_IMAGE, text, field_violations=[BadField("request.image", "bad")])
     message, fields = _relayed(sent, "request.", "")
     assert message == expected and fields == ["image"]

@@ -17,9 +17,9 @@ from adgen_runtime.errors import (
     MAX_MESSAGE_BYTES,
     MAX_STATUS_BYTES,
     STATUS_DETAILS_METADATA_KEY,
-    AdGenError,
-    FieldViolation,
+    BadField,
     NotFound,
+    ServiceError,
     bounded_status,
     invalid_fields,
 )
@@ -43,7 +43,7 @@ def _not_found(model_id: str) -> NotFound:
     )
 
 
-class _SelfBuiltStatus(AdGenError):
+class _SelfBuiltStatus(ServiceError):
     """An error whose subclass builds its own status (as a relayed downstream error does), unbounded."""
 
     code = grpc.StatusCode.NOT_FOUND
@@ -136,7 +136,7 @@ async def test_the_sdk_channel_reads_the_bounded_error_too(running: RunningServe
 
 
 def test_thousands_of_field_violations_keep_the_first_and_count_the_rest() -> None:
-    violations = [FieldViolation(f"facts.extra[{i}]", "'최고' cannot appear in a food ad " * 5) for i in range(5000)]
+    violations = [BadField(f"facts.extra[{i}]", "'최고' cannot appear in a food ad " * 5) for i in range(5000)]
     status = status_pb2.Status.FromString(
         dict(invalid_fields(violations).to_status().trailing_metadata)[STATUS_DETAILS_METADATA_KEY]
     )

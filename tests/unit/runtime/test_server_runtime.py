@@ -18,7 +18,7 @@ from adgen.copywriter.v1 import copywriter_service_pb2 as pb
 from adgen.copywriter.v1 import copywriter_service_pb2_grpc as pb_grpc
 from adgen.type.v1 import error_reason_pb2
 from adgen_runtime import Context
-from adgen_runtime.errors import FieldViolation, ResourceExhausted, invalid_fields
+from adgen_runtime.errors import BadField, ResourceExhausted, invalid_fields
 from adgen_runtime.healthcheck import is_serving
 from adgen_runtime.server import RunningServer, ServiceBinding, start_server
 from adgen_runtime.settings import ServerSettings
@@ -58,7 +58,7 @@ class _ScriptedCopywriter(pb_grpc.CopywriterServiceServicer):
     async def GenerateCopy(self, request: pb.GenerateCopyRequest, context: Context) -> pb.GenerateCopyResponse:
         if request.keyword == "":
             raise invalid_fields(
-                [FieldViolation("keyword", "must not be empty")], error_reason_pb2.ERROR_REASON_EMPTY_KEYWORD
+                [BadField("keyword", "must not be empty")], error_reason_pb2.ERROR_REASON_EMPTY_KEYWORD
             )
         if request.keyword == "busy":
             raise ResourceExhausted(error_reason_pb2.ERROR_REASON_QUEUE_FULL, "queue full", retry_after_s=2.5)

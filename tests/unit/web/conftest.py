@@ -16,7 +16,7 @@ from adgen.ad.v1 import ad_service_pb2 as ad_pb
 from adgen.ad.v1 import ad_service_pb2_grpc as ad_grpc
 from adgen.type.v1 import error_reason_pb2, image_pb2, progress_pb2
 from adgen_orchestrator.imaging import PhotoRejectedError, read_photo
-from adgen_runtime.errors import AdGenError, FieldViolation, ResourceExhausted, invalid_fields
+from adgen_runtime.errors import BadField, ResourceExhausted, ServiceError, invalid_fields
 
 _R = error_reason_pb2
 _S = progress_pb2
@@ -103,11 +103,11 @@ class ScriptedAdService(ad_grpc.AdServiceServicer):
         if ask.instruction == BROKEN_INSTRUCTION:
             _abort(
                 context,
-                invalid_fields([FieldViolation("image", "could not be decoded")], _R.ERROR_REASON_INVALID_IMAGE),
+                invalid_fields([BadField("image", "could not be decoded")], _R.ERROR_REASON_INVALID_IMAGE),
             )
         if ask.instruction == TOO_LARGE_INSTRUCTION:
             # The orchestrator's own words for a photo over its byte limit, as it sends them on a stream.
-            too_large = FieldViolation("request.image.data", orchestrator_refusal(ask.image.data, max_bytes=16))
+            too_large = BadField("request.image.data", orchestrator_refusal(ask.image.data, max_bytes=16))
             _abort(context, invalid_fields([too_large], _R.ERROR_REASON_INVALID_IMAGE))
         for progress in _job_progress():
             yield ad_pb.StreamEditAdResponse(progress=progress)
@@ -126,7 +126,7 @@ def orchestrator_refusal(photo: bytes, *, max_bytes: int = 20 * 1024 * 1024, max
     raise AssertionError("the orchestrator accepted the photo")
 
 
-def _abort(context: grpc.ServicerContext, error: AdGenError) -> None:
+def _abort(context: grpc.ServicerContext, error: ServiceError) -> None:
     context.abort_with_status(error.to_status())
 
 
