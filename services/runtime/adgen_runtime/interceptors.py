@@ -143,7 +143,7 @@ def _log_outcome(method_name: str, outcome: tuple[str, str], started: float, lev
     code, reason = outcome
     duration_s = time.perf_counter() - started
     described = f"{code} {reason}" if reason else code
-    fields = {"outcome": described, "code": code, "reason": reason, "duration_s": duration_s}
+    fields = {"method": method_name, "outcome": described, "code": code, "reason": reason, "duration_s": duration_s}
     _LOGGER.log(level, "done %s %s in %.3fs", method_name, described, duration_s, extra=fields)
 
 

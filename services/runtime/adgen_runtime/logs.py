@@ -55,11 +55,50 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
-def configure_logging(level: str) -> None:
-    """Sends logs to stderr as `time level [request-id] logger: message`."""
+LOG_FORMATS = ("text", "json")
+# The JSON line's fixed fields; a call's last line adds method, outcome, code, reason and duration_s.
+_JSON_FIELDS = ("asctime", "levelname", "name", "message", "request_id", "trace_id")
+
+
+class TraceIdFilter(logging.Filter):
+    """Adds `record.trace_id`: the OpenTelemetry trace of the current span, or "-" when none is recording."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.trace_id = _current_trace_id()
+        return True
+
+
+def _current_trace_id() -> str:
+    try:
+        from opentelemetry import trace
+    except ImportError:  # Tracing is optional; without it there is no trace to name.
+        return "-"
+    context = trace.get_current_span().get_span_context()
+    return format(context.trace_id, "032x") if context.is_valid else "-"
+
+
+def configure_logging(level: str, log_format: str = "text") -> None:
+    """Sends logs to stderr: `time level [request-id] logger: message`, or one JSON object a line.
+
+    JSON lines carry `request_id` and `trace_id` on every line, and the fields a call's last line is
+    logged with, so a log pipeline can filter by outcome or duration without parsing messages.
+    """
     handler = logging.StreamHandler()
     handler.addFilter(RequestIdFilter())
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s [%(request_id)s] %(name)s: %(message)s"))
+    handler.addFilter(TraceIdFilter())
+    handler.setFormatter(_formatter(log_format))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+
+
+def _formatter(log_format: str) -> logging.Formatter:
+    if log_format == "json":
+        from pythonjsonlogger.json import JsonFormatter
+
+        return JsonFormatter(
+            _JSON_FIELDS,
+            rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+            json_ensure_ascii=False,
+        )
+    return logging.Formatter("%(asctime)s %(levelname)s [%(request_id)s] %(name)s: %(message)s")

@@ -337,7 +337,7 @@ async def serve_until_signal(running: RunningServer, grace_s: float) -> None:
 
 def run_service(settings: _Settings, create_server: Callable[[_Settings], Awaitable[RunningServer]]) -> None:
     """A service's console entry point: logging, start, serve until SIGTERM or SIGINT, drain."""
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
 
     async def serve() -> None:
         running = await create_server(settings)

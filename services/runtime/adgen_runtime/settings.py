@@ -7,7 +7,7 @@ import re
 import sys
 import types
 from collections.abc import Mapping, Sequence
-from typing import Any, TypeVar, Union, get_args, get_origin
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 from pydantic import AliasChoices, BaseModel, Field, ValidationError, field_validator
 from pydantic.fields import FieldInfo
@@ -62,6 +62,9 @@ class ServerSettings(BaseSettings):
         30.0, ge=0, description="On SIGTERM, how long running calls may finish before they are cancelled."
     )
     log_level: str = Field("INFO", description="Python logging level.")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="`text` lines for people, or `json`: one object a line with request and trace ids."
+    )
 
     @classmethod
     def settings_customise_sources(
