@@ -62,15 +62,14 @@ def test_diffusion_reserves_one_nvidia_gpu_and_mounts_the_model_cache(compose: d
     assert "model-cache" in compose["volumes"]
 
 
-def test_only_the_public_ad_service_and_the_web_page_are_published_beyond_loopback(compose: dict[str, Any]) -> None:
+def test_every_published_port_binds_to_loopback_unless_overridden(compose: dict[str, Any]) -> None:
     for name, service in compose["services"].items():
         for mapping in service["ports"]:
-            public = name in ("orchestrator", "web")
-            assert public or mapping.startswith("127.0.0.1:"), f"{name} publishes {mapping}"
+            assert mapping.startswith("${ADGEN_BIND_ADDRESS:-127.0.0.1}:"), f"{name} publishes {mapping}"
 
 
 def test_orchestrator_publishes_its_http_edge_on_the_port_it_listens_on(compose: dict[str, Any]) -> None:
-    assert "8080:8080" in compose["services"]["orchestrator"]["ports"]
+    assert "${ADGEN_BIND_ADDRESS:-127.0.0.1}:8080:8080" in compose["services"]["orchestrator"]["ports"]
     orchestrator_stage = dockerfile_stages()["orchestrator"]
     assert "ADGEN_ORCHESTRATOR_HTTP_PORT=8080" in orchestrator_stage and "8080" in orchestrator_stage.split("EXPOSE")[1]
 
@@ -98,3 +97,23 @@ def test_each_image_installs_only_its_own_extra(compose: dict[str, Any], service
     stage = dockerfile_stages()[target]
     assert re.findall(r"pip install '\.\[(\w+)\]'", stage) == [service]
     assert ("torch" in stage) == (service == "diffusion")
+
+
+@pytest.mark.parametrize(
+    ("service", "metrics_port"), [("orchestrator", 9451), ("copywriter", 9452), ("diffusion", 9453)]
+)
+def test_each_service_serves_metrics_on_its_published_port(
+    compose: dict[str, Any], service: str, metrics_port: int
+) -> None:
+    stage = dockerfile_stages()[compose["services"][service]["build"]["target"]]
+    assert f"ADGEN_{service.upper()}_METRICS_PORT={metrics_port}" in stage
+    assert f"${{ADGEN_BIND_ADDRESS:-127.0.0.1}}:{metrics_port}:{metrics_port}" in compose["services"][service]["ports"]
+
+
+def test_the_model_volume_is_owned_by_the_non_root_user(compose: dict[str, Any]) -> None:
+    stage = dockerfile_stages()["diffusion"]
+    mount = next(v for v in compose["services"]["diffusion"]["volumes"] if v.startswith("model-cache:"))
+    directory = mount.split(":")[1]
+    # The directory exists in the image, owned by the user the service runs as, before USER switches to it.
+    chown = stage.index(f"chown -R adgen:adgen {directory}")
+    assert chown < stage.rindex("USER adgen")
