@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Iterator
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,8 +19,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from adgen.ad.v1 import ad_service_pb2 as ad_pb
 from adgen.type.v1 import image_pb2, progress_pb2
 from adgen_client.client import DEFAULT_TARGET, DEFAULT_TIMEOUT_S, AdGenClient
-from adgen_client.errors import AdGenError
-from adgen_client.requests import FILE_SUFFIXES
+from adgen_client.errors import AdGenError, Unavailable
+from adgen_client.requests import FACT_NAMES, FILE_SUFFIXES, Facts
 
 app = typer.Typer(
     help="AdGen: Instagram ad creatives from a Korean keyword, and product photo edits.",
@@ -48,6 +50,18 @@ class QualityChoice(enum.StrEnum):
     QUALITY = "quality"
 
 
+class CaptionLengthChoice(enum.StrEnum):
+    SHORT = "short"
+    MEDIUM = "medium"
+    LONG = "long"
+
+
+class EmojiChoice(enum.StrEnum):
+    NONE = "none"
+    LIGHT = "light"
+    RICH = "rich"
+
+
 class FormatChoice(enum.StrEnum):
     PNG = "png"
     JPEG = "jpeg"
@@ -57,7 +71,9 @@ class FormatChoice(enum.StrEnum):
 Target = Annotated[str, typer.Option(envvar="ADGEN_TARGET", help="host:port of the orchestrator.")]
 Timeout = Annotated[float, typer.Option(help="Deadline of the whole request, in seconds.")]
 Out = Annotated[Path, typer.Option(file_okay=False, help="Directory to write the files into.")]
-Seed = Annotated[int | None, typer.Option(min=0, max=2**64 - 1, help="Seed of the first image; unset picks one.")]
+# 53 bits: seeds land in ad.json / edit.json, and JavaScript reads JSON numbers as doubles.
+MAX_SEED = 2**53 - 1
+Seed = Annotated[int | None, typer.Option(min=0, max=MAX_SEED, help="Seed of the first image; unset picks one.")]
 Steps = Annotated[int | None, typer.Option(min=1, help="Denoising steps; unset uses the model's default.")]
 Model = Annotated[str, typer.Option(help="Registry id of the model; empty uses the server's default.")]
 Format = Annotated[FormatChoice, typer.Option("--format", help="Format of the written image files.")]
@@ -72,7 +88,7 @@ Disclose = Annotated[
 
 @app.command()
 def create(
-    keyword: Annotated[str, typer.Argument(help='Korean product keyword, e.g. "여름 느낌 딸기 생과일 주스".')],
+    keyword: Annotated[str, typer.Argument(help="Korean product keyword (see the example above).")],
     out: Out,
     placement: Annotated[PlacementChoice, typer.Option(help="Instagram placement.")] = PlacementChoice.FEED_SQUARE,
     variants: Annotated[int, typer.Option(min=1, max=4, help="Number of image variants.")] = 1,
@@ -90,14 +106,31 @@ def create(
         bool, typer.Option("--overlay-headline", help="Draw the Korean headline onto each image.")
     ] = False,
     ai_disclosure: Disclose = False,
+    caption_length: Annotated[CaptionLengthChoice | None, typer.Option(help="Caption length; unset: medium.")] = None,
+    emoji: Annotated[
+        EmojiChoice | None, typer.Option("--emoji-level", help="Emoji in the caption; unset: light.")
+    ] = None,
+    facts: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--facts",
+            metavar="NAME=VALUE",
+            help=f"A fact the copy may use, repeatable; NAME is one of {', '.join(FACT_NAMES)}.",
+        ),
+    ] = None,
     request_id: RequestId = "",
     target: Target = DEFAULT_TARGET,
     timeout: Timeout = DEFAULT_TIMEOUT_S,
 ) -> None:
-    """Writes the ad's images and ad.json (copy, prompts, seeds, sizes) into --out."""
-    out.mkdir(parents=True, exist_ok=True)
+    """Writes the ad's images and ad.json (copy, prompts, seeds, sizes) into --out.
+
+    \b
+    Example:
+      adgen create "여름 느낌 딸기 생과일 주스" --out ./ad --facts price=5,500원
+    """
+    merchant = _parsed_facts(facts or [])
     result: ad_pb.CreateAdResponse | None = None
-    with _fail_on_error(), AdGenClient(target, timeout=timeout) as client, _progress() as progress:
+    with _fail_on_error(target), AdGenClient(target, timeout=timeout) as client, _progress() as progress:
         bars: dict[int, _JobBar] = {}
 
         def bar_of(index: int) -> _JobBar:
@@ -117,6 +150,9 @@ def create(
             num_inference_steps=steps,
             model_id=model,
             quality=quality.value if quality else None,
+            caption_length=caption_length.value if caption_length else None,
+            emoji_level=emoji.value if emoji else None,
+            facts=merchant,
             overlay_headline=overlay_headline,
             ai_disclosure=ai_disclosure,
             request_id=request_id,
@@ -136,7 +172,7 @@ def create(
     if result is None:
         _ERR.print("[red]error:[/] the server ended the stream without a result")
         raise typer.Exit(1)
-    files = _write_ad(result, keyword, placement, out)
+    files = _written(out, lambda staging: _write_ad(result, keyword, placement, staging))
     for path in files:
         _OUT.print(str(path))
 
@@ -155,10 +191,14 @@ def edit(
     target: Target = DEFAULT_TARGET,
     timeout: Timeout = DEFAULT_TIMEOUT_S,
 ) -> None:
-    """Writes the edited photo (at the original size) and edit.json into --out."""
-    out.mkdir(parents=True, exist_ok=True)
+    """Writes the edited photo (at the original size) and edit.json into --out.
+
+    \b
+    Example:
+      adgen edit photo.jpg "커피를 딸기 라떼로 바꿔줘" --out ./edit
+    """
     result: ad_pb.EditAdResponse | None = None
-    with _fail_on_error(), AdGenClient(target, timeout=timeout) as client, _progress() as progress:
+    with _fail_on_error(target), AdGenClient(target, timeout=timeout) as client, _progress() as progress:
         bar = _JobBar(progress, "edit")
         events = client.stream_edit_ad(
             photo,
@@ -179,6 +219,13 @@ def edit(
     if result is None:
         _ERR.print("[red]error:[/] the server ended the stream without a result")
         raise typer.Exit(1)
+    paths = _written(out, lambda staging: _write_edit(result, photo, instruction, staging))
+    for path in paths:
+        _OUT.print(str(path))
+
+
+def _write_edit(result: ad_pb.EditAdResponse, photo: Path, instruction: str, out: Path) -> list[Path]:
+    """Writes the edited image and edit.json; returns the paths written."""
     image_path = out / f"edited.{FILE_SUFFIXES[result.image.format]}"
     image_path.write_bytes(result.image.data)
     manifest = {
@@ -186,7 +233,7 @@ def edit(
         "instruction": instruction,
         "edit_instruction": result.edit_instruction,
         "model_id": result.model_id,
-        "seed": result.seed,
+        "seed": json_seed(result.seed),
         "request_id": result.request_id,
         "total_duration_s": round(result.total_duration.ToNanoseconds() / 1e9, 3),
         "file": image_path.name,
@@ -196,8 +243,44 @@ def edit(
     }
     manifest_path = out / "edit.json"
     manifest_path.write_text(json.dumps(manifest, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    _OUT.print(str(image_path))
-    _OUT.print(str(manifest_path))
+    return [image_path, manifest_path]
+
+
+def json_seed(seed: int) -> int | str:
+    """A seed as JSON carries it safely: a number up to 2^53-1 (exact in JavaScript), else a string."""
+    return seed if seed <= MAX_SEED else str(seed)
+
+
+def _written(out: Path, write: Callable[[Path], list[Path]]) -> list[Path]:
+    """Runs `write` into a staging folder next to `out`, then moves the files in: --out appears only
+    once there is something to put in it, and never holds half a result."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-") as staging:
+        staged = write(Path(staging))
+        out.mkdir(exist_ok=True)
+        return [Path(shutil.move(path, out / path.name)) for path in staged]
+
+
+def _parsed_facts(pairs: Sequence[str]) -> Facts | None:
+    """The --facts NAME=VALUE pairs as Facts; `extra` may repeat, the others may not."""
+    if not pairs:
+        return None
+    values: dict[str, str] = {}
+    extra: list[str] = []
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        name = name.strip()
+        if not sep or name not in FACT_NAMES:
+            raise typer.BadParameter(
+                f"{pair!r}: expected NAME=VALUE, NAME one of {', '.join(FACT_NAMES)}", param_hint="--facts"
+            )
+        if name == "extra":
+            extra.append(value)
+        elif name in values:
+            raise typer.BadParameter(f"{name} is given more than once", param_hint="--facts")
+        else:
+            values[name] = value
+    return Facts(**values, extra=tuple(extra))
 
 
 def _write_ad(result: ad_pb.CreateAdResponse, keyword: str, placement: PlacementChoice, out: Path) -> list[Path]:
@@ -212,7 +295,7 @@ def _write_ad(result: ad_pb.CreateAdResponse, keyword: str, placement: Placement
             {
                 "file": path.name,
                 "variant_index": ad_image.variant_index,
-                "seed": ad_image.seed,
+                "seed": json_seed(ad_image.seed),
                 "width": ad_image.image.width,
                 "height": ad_image.image.height,
                 "format": _format_name(ad_image.image.format),
@@ -294,18 +377,73 @@ class _JobBar:
         self._progress.update(self._task, description=f"{self._label}: {text}")
 
 
+# Request fields (as servers name them in field violations) by the CLI argument or option that sets them.
+_OPTION_OF_FIELD = {
+    "keyword": "KEYWORD",
+    "variant_count": "--variants",
+    "placement": "--placement",
+    "tone": "--tone",
+    "seed": "--seed",
+    "width": "--width",
+    "height": "--height",
+    "output_format": "--format",
+    "num_inference_steps": "--steps",
+    "model_id": "--model",
+    "quality_preference": "--quality",
+    "caption_length": "--caption-length",
+    "emoji_level": "--emoji-level",
+    "facts": "--facts",
+    "request_id": "--request-id",
+    "overlay_headline": "--overlay-headline",
+    "ai_disclosure": "--ai-disclosure",
+    "image": "PHOTO",
+    "instruction": "INSTRUCTION",
+}
+EXIT_UNREACHABLE = 2
+EXIT_CANCELLED = 130
+
+
+def option_name(field_path: str) -> str:
+    """The CLI's name for a request field path: `variant_count` -> `--variants`, `facts.price` -> `--facts price`."""
+    path = field_path.removeprefix("request.")
+    head, sep, rest = path.partition(".")
+    option = _OPTION_OF_FIELD.get(head)
+    if option is None:
+        return field_path
+    return f"{option} {rest}" if sep else option
+
+
 @contextmanager
-def _fail_on_error() -> Iterator[None]:
-    """Prints an AdGenError (code, reason, message, field violations) and exits non-zero."""
+def _fail_on_error(target: str) -> Iterator[None]:
+    """Prints an AdGenError (code, reason, message, field violations) and exits non-zero; an unreachable
+    server and Ctrl-C get one line each."""
     try:
         yield
+    except KeyboardInterrupt:
+        _ERR.print("[yellow]cancelled[/]", highlight=False)
+        raise typer.Exit(EXIT_CANCELLED) from None
+    except Unavailable as error:
+        if error.reason:  # The orchestrator answered: a service behind it is down.
+            _print_error(error)
+            raise typer.Exit(1) from None
+        _ERR.print(
+            f"[red]error:[/] cannot reach the AdGen server at {escape(target)}; is it running? "
+            "Point at another with --target HOST:PORT or ADGEN_TARGET.",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(EXIT_UNREACHABLE) from None
     except AdGenError as error:
-        reason = f" [bold]{error.reason}[/]" if error.reason else ""
-        _ERR.print(f"[red]error:[/] {error.code.name}{reason}: {escape(error.message)}", highlight=False)
-        for violation in error.field_violations:
-            _ERR.print(f"  - {violation.field}: {escape(violation.description)}", highlight=False)
-        if error.retry_after_s is not None:
-            _ERR.print(f"  retry after {error.retry_after_s:g}s", highlight=False)
-        if error.request_id:
-            _ERR.print(f"  request id: {error.request_id}", highlight=False)
+        _print_error(error)
         raise typer.Exit(1) from None
+
+
+def _print_error(error: AdGenError) -> None:
+    reason = f" [bold]{error.reason}[/]" if error.reason else ""
+    _ERR.print(f"[red]error:[/] {error.code.name}{reason}: {escape(error.message)}", highlight=False)
+    for violation in error.field_violations:
+        _ERR.print(f"  - {option_name(violation.field)}: {escape(violation.description)}", highlight=False)
+    if error.retry_after_s is not None:
+        _ERR.print(f"  retry after {error.retry_after_s:g}s", highlight=False)
+    if error.request_id:
+        _ERR.print(f"  request id: {error.request_id}", highlight=False)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import inspect
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -16,12 +18,16 @@ from grpc import aio
 from adgen.ad.v1 import ad_service_pb2 as ad_pb
 from adgen.ad.v1 import ad_service_pb2_grpc as ad_grpc
 from adgen_client.errors import AdGenError
+from adgen_client.progress import ProgressEvent, create_progress, edit_progress
 from adgen_client.requests import CreateAdOptions, EditAdOptions, PhotoArg, create_ad_request, edit_ad_request
 from adgen_wire.channel import REQUEST_ID_METADATA_KEY, create_aio_channel, create_channel
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 DEFAULT_TIMEOUT_S = 600.0
 _QUEUE_FULL = "QUEUE_FULL"
+ProgressCallback = Callable[[ProgressEvent], object]
+"""Called with each progress event of `create_ad_and_wait` / `edit_ad_and_wait` (async clients also await
+a callback that returns an awaitable)."""
 
 
 @dataclass(frozen=True)
@@ -33,18 +39,41 @@ class RetryPolicy:
     jitter so clients told the same delay do not return together, and only while it fits within the
     call's timeout. `max_attempts` counts the first call. A delay longer than `max_delay_s` is not
     waited out: the error reaches the caller at once, so a person can decide. A stream is retried only
-    before its first event. `RetryPolicy(enabled=False)` turns retries off. (UNAVAILABLE is retried by
-    the channel itself, up to 3 attempts; nothing else is retried.)
+    before its first event. Waits add up to at most `max_total_wait_s`. `RetryPolicy(enabled=False)`
+    (or a client's `max_retries=0`) turns retries off. (UNAVAILABLE is retried by the channel itself,
+    up to 3 attempts; nothing else is retried.)
     """
 
     enabled: bool = True
     max_attempts: int = 3
     max_delay_s: float = 5.0
     default_delay_s: float = 1.0
+    max_total_wait_s: float = 30.0
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
             raise ValueError("max_attempts counts the first call: it must be at least 1")
+        if self.max_total_wait_s < 0:
+            raise ValueError("max_total_wait_s must not be negative")
+
+    @classmethod
+    def with_max_retries(cls, max_retries: int, max_total_wait_s: float | None = None) -> RetryPolicy:
+        """The default policy with `max_retries` retries after the first call (0: none).
+
+        Args:
+            max_retries: retries after the first attempt; 0 disables retrying.
+            max_total_wait_s: the most seconds all waits between attempts may add up to.
+
+        Returns:
+            The policy.
+
+        Raises:
+            ValueError: a negative `max_retries` or `max_total_wait_s`.
+        """
+        if max_retries < 0:
+            raise ValueError("max_retries must not be negative")
+        wait = cls.max_total_wait_s if max_total_wait_s is None else max_total_wait_s
+        return cls(enabled=max_retries > 0, max_attempts=max_retries + 1, max_total_wait_s=wait)
 
 
 DEFAULT_RETRY = RetryPolicy()
@@ -59,6 +88,7 @@ class _Attempts:
         self._deadline = None if timeout is None else time.monotonic() + timeout
         self._jitter = jitter
         self._made = 0
+        self._waited_s = 0.0
 
     def timeout(self) -> float | None:
         """The timeout of the next attempt: what is left of the call's."""
@@ -77,7 +107,28 @@ class _Attempts:
         delay += self._jitter.uniform(0, delay * _JITTER)
         if self._deadline is not None and time.monotonic() + delay >= self._deadline:
             return None
+        if self._waited_s + delay > policy.max_total_wait_s:
+            return None
+        self._waited_s += delay
         return delay
+
+
+def _policy(retry: RetryPolicy, max_retries: int | None, max_retry_wait_s: float | None) -> RetryPolicy:
+    if max_retries is None and max_retry_wait_s is None:
+        return retry
+    attempts = retry.max_attempts if max_retries is None else max_retries + 1
+    wait = retry.max_total_wait_s if max_retry_wait_s is None else max_retry_wait_s
+    if max_retries is not None and max_retries < 0:
+        raise ValueError("max_retries must not be negative")
+    return dataclasses.replace(
+        retry, enabled=retry.enabled and attempts > 1, max_attempts=attempts, max_total_wait_s=wait
+    )
+
+
+async def _reported(on_progress: ProgressCallback, progress: ProgressEvent) -> None:
+    outcome = on_progress(progress)
+    if inspect.isawaitable(outcome):
+        await outcome
 
 
 def _metadata(request_id: str) -> tuple[tuple[str, str], ...]:
@@ -98,16 +149,46 @@ class AdGenClient:
         *,
         timeout: float | None = DEFAULT_TIMEOUT_S,
         retry: RetryPolicy = DEFAULT_RETRY,
+        max_retries: int | None = None,
+        max_retry_wait_s: float | None = None,
     ) -> None:
+        """Opens a channel to `target` (connections are made lazily, on the first call).
+
+        Args:
+            target: host:port of the orchestrator.
+            timeout: default deadline of each call, in seconds (None: no deadline).
+            retry: how QUEUE_FULL refusals are retried.
+            max_retries: retries after the first attempt, overriding `retry` (0 disables retrying).
+            max_retry_wait_s: the most seconds the waits between attempts may add up to, overriding `retry`.
+
+        Raises:
+            ValueError: a negative `max_retries` or `max_retry_wait_s`.
+        """
         self._channel = create_channel(target)
         self._stub = ad_grpc.AdServiceStub(self._channel)
         self.timeout = timeout
-        self.retry = retry
+        self.retry = _policy(retry, max_retries, max_retry_wait_s)
         self._jitter = random.Random()
 
     def create_ad(
         self, keyword: str, *, timeout: float | None = None, **options: Unpack[CreateAdOptions]
     ) -> ad_pb.CreateAdResponse:
+        """Creates an ad: copy and `variant_count` images.
+
+        Args:
+            keyword: the Korean product keyword, e.g. "여름 느낌 딸기 생과일 주스".
+            timeout: this call's deadline in seconds (default: the client's); retries fit in it.
+            **options: `CreateAdOptions` (placement, tone, variant_count, seed, facts, caption_length,
+                emoji_level, output_format, quality, request_id...).
+
+        Returns:
+            The finished ad.
+
+        Raises:
+            AdGenError: the call failed; the subclass names the gRPC code (BadRequest, QueueFull, Timeout...).
+            TypeError: an unknown option name (the message suggests the nearest valid one).
+            ValueError: an unknown enum name (placement, tone, format...).
+        """
         request = create_ad_request(keyword, **options)
         response: ad_pb.CreateAdResponse = self._unary(
             self._stub.CreateAd, request, request.request_id, self._attempts(timeout)
@@ -117,6 +198,22 @@ class AdGenClient:
     def stream_create_ad(
         self, keyword: str, *, timeout: float | None = None, **options: Unpack[CreateAdOptions]
     ) -> Iterator[ad_pb.StreamCreateAdResponse]:
+        """Creates an ad, yielding the copy, progress, each image, then the result as they happen.
+
+        Args:
+            keyword: the Korean product keyword, e.g. "여름 느낌 딸기 생과일 주스".
+            timeout: this call's deadline in seconds (default: the client's); retries fit in it.
+            **options: `CreateAdOptions` (placement, tone, variant_count, seed, facts, caption_length,
+                emoji_level, output_format, quality, request_id...).
+
+        Yields:
+            Raw stream events; `progress.create_progress(event)` reads one as a typed `ProgressEvent`.
+
+        Raises:
+            AdGenError: the call failed; the subclass names the gRPC code (BadRequest, QueueFull, Timeout...).
+            TypeError: an unknown option name (the message suggests the nearest valid one).
+            ValueError: an unknown enum name (placement, tone, format...).
+        """
         request = create_ad_request(keyword, **options)
         wrapped = ad_pb.StreamCreateAdRequest(request=request)
         yield from self._stream(self._stub.StreamCreateAd, wrapped, request.request_id, self._attempts(timeout))
@@ -124,6 +221,22 @@ class AdGenClient:
     def edit_ad(
         self, photo: PhotoArg, instruction: str, *, timeout: float | None = None, **options: Unpack[EditAdOptions]
     ) -> ad_pb.EditAdResponse:
+        """Edits a product photo; the result keeps the photo's size.
+
+        Args:
+            photo: the product photo, as the encoded file's bytes or a path.
+            instruction: what to change, e.g. "커피를 딸기 라떼로 바꿔줘".
+            timeout: this call's deadline in seconds (default: the client's); retries fit in it.
+            **options: `EditAdOptions` (seed, output_format, model_id, request_id...).
+
+        Returns:
+            The edited image.
+
+        Raises:
+            AdGenError: the call failed; the subclass names the gRPC code (BadRequest, QueueFull, Timeout...).
+            TypeError: an unknown option name (the message suggests the nearest valid one).
+            ValueError: an unknown enum name (placement, tone, format...).
+        """
         request = edit_ad_request(photo, instruction, **options)
         response: ad_pb.EditAdResponse = self._unary(
             self._stub.EditAd, request, request.request_id, self._attempts(timeout)
@@ -133,11 +246,112 @@ class AdGenClient:
     def stream_edit_ad(
         self, photo: PhotoArg, instruction: str, *, timeout: float | None = None, **options: Unpack[EditAdOptions]
     ) -> Iterator[ad_pb.StreamEditAdResponse]:
+        """Edits a product photo, yielding progress, then the result.
+
+        Args:
+            photo: the product photo, as the encoded file's bytes or a path.
+            instruction: what to change, e.g. "커피를 딸기 라떼로 바꿔줘".
+            timeout: this call's deadline in seconds (default: the client's); retries fit in it.
+            **options: `EditAdOptions` (seed, output_format, model_id, request_id...).
+
+        Yields:
+            Raw stream events; `progress.edit_progress(event)` reads one as a typed `ProgressEvent`.
+
+        Raises:
+            AdGenError: the call failed; the subclass names the gRPC code (BadRequest, QueueFull, Timeout...).
+            TypeError: an unknown option name (the message suggests the nearest valid one).
+            ValueError: an unknown enum name (placement, tone, format...).
+        """
         request = edit_ad_request(photo, instruction, **options)
         wrapped = ad_pb.StreamEditAdRequest(request=request)
         yield from self._stream(self._stub.StreamEditAd, wrapped, request.request_id, self._attempts(timeout))
 
+    def create_ad_and_wait(
+        self,
+        keyword: str,
+        *,
+        on_progress: ProgressCallback | None = None,
+        timeout: float | None = None,
+        **options: Unpack[CreateAdOptions],
+    ) -> ad_pb.CreateAdResponse:
+        """Creates an ad over the stream, reporting progress, and returns the finished ad.
+
+        Args:
+            keyword: the Korean product keyword, e.g. "여름 느낌 딸기 생과일 주스".
+            on_progress: called with each typed `ProgressEvent` (queue, loading, denoising steps).
+            timeout: this call's deadline in seconds (default: the client's); retries fit in it.
+            **options: `CreateAdOptions` (placement, tone, variant_count, seed, facts, caption_length,
+                emoji_level, output_format, quality, request_id...).
+
+        Returns:
+            The finished ad, as `create_ad` returns it.
+
+        Raises:
+            AdGenError: the call failed; the subclass names the gRPC code (BadRequest, QueueFull, Timeout...).
+            TypeError: an unknown option name (the message suggests the nearest valid one).
+            ValueError: an unknown enum name (placement, tone, format...).
+        """
+        for event in self.stream_create_ad(keyword, timeout=timeout, **options):
+            progress = create_progress(event)
+            if progress is not None and on_progress is not None:
+                on_progress(progress)
+            if event.HasField("result"):
+                return event.result
+        raise AdGenError(grpc.StatusCode.INTERNAL, "the server ended the stream without a result")
+
+    def edit_ad_and_wait(
+        self,
+        photo: PhotoArg,
+        instruction: str,
+        *,
+        on_progress: ProgressCallback | None = None,
+        timeout: float | None = None,
+        **options: Unpack[EditAdOptions],
+    ) -> ad_pb.EditAdResponse:
+        """Edits a photo over the stream, reporting progress, and returns the edited image.
+
+        Args:
+            photo: the product photo, as the encoded file's bytes or a path.
+            instruction: what to change, e.g. "커피를 딸기 라떼로 바꿔줘".
+            on_progress: called with each typed `ProgressEvent`.
+            timeout: this call's deadline in seconds (default: the client's); retries fit in it.
+            **options: `EditAdOptions` (seed, output_format, model_id, request_id...).
+
+        Returns:
+            The edited image, as `edit_ad` returns it.
+
+        Raises:
+            AdGenError: the call failed; the subclass names the gRPC code (BadRequest, QueueFull, Timeout...).
+            TypeError: an unknown option name (the message suggests the nearest valid one).
+            ValueError: an unknown enum name (placement, tone, format...).
+        """
+        for event in self.stream_edit_ad(photo, instruction, timeout=timeout, **options):
+            progress = edit_progress(event)
+            if progress is not None and on_progress is not None:
+                on_progress(progress)
+            if event.HasField("result"):
+                return event.result
+        raise AdGenError(grpc.StatusCode.INTERNAL, "the server ended the stream without a result")
+
+    def list_models(self, *, timeout: float | None = None) -> list[ad_pb.Model]:
+        """The image models the server can run: id, tasks, licence, commercial use and whether each fits.
+
+        Args:
+            timeout: this call's deadline in seconds (default: the client's); retries fit in it.
+
+        Returns:
+            The models, sorted by id; pass a model's `id` as the `model_id` option.
+
+        Raises:
+            AdGenError: the call failed; the subclass names the gRPC code (Unavailable, Timeout...).
+        """
+        response: ad_pb.ListModelsResponse = self._unary(
+            self._stub.ListModels, ad_pb.ListModelsRequest(), "", self._attempts(timeout)
+        )
+        return list(response.models)
+
     def close(self) -> None:
+        """Closes the channel; calls in flight are cancelled."""
         self._channel.close()
 
     def __enter__(self) -> Self:
@@ -196,11 +410,14 @@ class AsyncAdGenClient:
         *,
         timeout: float | None = DEFAULT_TIMEOUT_S,
         retry: RetryPolicy = DEFAULT_RETRY,
+        max_retries: int | None = None,
+        max_retry_wait_s: float | None = None,
     ) -> None:
+        """Opens an asyncio channel to `target`; the arguments are AdGenClient's."""
         self._channel = create_aio_channel(target)
         self._stub = ad_grpc.AdServiceStub(self._channel)
         self.timeout = timeout
-        self.retry = retry
+        self.retry = _policy(retry, max_retries, max_retry_wait_s)
         self._jitter = random.Random()
 
     async def create_ad(
@@ -210,6 +427,22 @@ class AsyncAdGenClient:
         timeout: float | None = None,  # noqa: ASYNC109 (a gRPC deadline the server passes on)
         **options: Unpack[CreateAdOptions],
     ) -> ad_pb.CreateAdResponse:
+        """Creates an ad: copy and `variant_count` images.
+
+        Args:
+            keyword: the Korean product keyword, e.g. "여름 느낌 딸기 생과일 주스".
+            timeout: this call's deadline in seconds (default: the client's); retries fit in it.
+            **options: `CreateAdOptions` (placement, tone, variant_count, seed, facts, caption_length,
+                emoji_level, output_format, quality, request_id...).
+
+        Returns:
+            The finished ad.
+
+        Raises:
+            AdGenError: the call failed; the subclass names the gRPC code (BadRequest, QueueFull, Timeout...).
+            TypeError: an unknown option name (the message suggests the nearest valid one).
+            ValueError: an unknown enum name (placement, tone, format...).
+        """
         request = create_ad_request(keyword, **options)
         response: ad_pb.CreateAdResponse = await self._unary(
             self._stub.CreateAd, request, request.request_id, self._attempts(timeout)
@@ -223,6 +456,22 @@ class AsyncAdGenClient:
         timeout: float | None = None,  # noqa: ASYNC109 (a gRPC deadline the server passes on)
         **options: Unpack[CreateAdOptions],
     ) -> AsyncIterator[ad_pb.StreamCreateAdResponse]:
+        """Creates an ad, yielding the copy, progress, each image, then the result as they happen.
+
+        Args:
+            keyword: the Korean product keyword, e.g. "여름 느낌 딸기 생과일 주스".
+            timeout: this call's deadline in seconds (default: the client's); retries fit in it.
+            **options: `CreateAdOptions` (placement, tone, variant_count, seed, facts, caption_length,
+                emoji_level, output_format, quality, request_id...).
+
+        Yields:
+            Raw stream events; `progress.create_progress(event)` reads one as a typed `ProgressEvent`.
+
+        Raises:
+            AdGenError: the call failed; the subclass names the gRPC code (BadRequest, QueueFull, Timeout...).
+            TypeError: an unknown option name (the message suggests the nearest valid one).
+            ValueError: an unknown enum name (placement, tone, format...).
+        """
         request = create_ad_request(keyword, **options)
         wrapped = ad_pb.StreamCreateAdRequest(request=request)
         async for event in self._stream(
@@ -238,6 +487,22 @@ class AsyncAdGenClient:
         timeout: float | None = None,  # noqa: ASYNC109 (a gRPC deadline the server passes on)
         **options: Unpack[EditAdOptions],
     ) -> ad_pb.EditAdResponse:
+        """Edits a product photo; the result keeps the photo's size.
+
+        Args:
+            photo: the product photo, as the encoded file's bytes or a path.
+            instruction: what to change, e.g. "커피를 딸기 라떼로 바꿔줘".
+            timeout: this call's deadline in seconds (default: the client's); retries fit in it.
+            **options: `EditAdOptions` (seed, output_format, model_id, request_id...).
+
+        Returns:
+            The edited image.
+
+        Raises:
+            AdGenError: the call failed; the subclass names the gRPC code (BadRequest, QueueFull, Timeout...).
+            TypeError: an unknown option name (the message suggests the nearest valid one).
+            ValueError: an unknown enum name (placement, tone, format...).
+        """
         # Reading a photo file blocks: off the event loop.
         request = await asyncio.to_thread(edit_ad_request, photo, instruction, **options)
         response: ad_pb.EditAdResponse = await self._unary(
@@ -253,13 +518,88 @@ class AsyncAdGenClient:
         timeout: float | None = None,  # noqa: ASYNC109 (a gRPC deadline the server passes on)
         **options: Unpack[EditAdOptions],
     ) -> AsyncIterator[ad_pb.StreamEditAdResponse]:
+        """Edits a product photo, yielding progress, then the result.
+
+        Args:
+            photo: the product photo, as the encoded file's bytes or a path.
+            instruction: what to change, e.g. "커피를 딸기 라떼로 바꿔줘".
+            timeout: this call's deadline in seconds (default: the client's); retries fit in it.
+            **options: `EditAdOptions` (seed, output_format, model_id, request_id...).
+
+        Yields:
+            Raw stream events; `progress.edit_progress(event)` reads one as a typed `ProgressEvent`.
+
+        Raises:
+            AdGenError: the call failed; the subclass names the gRPC code (BadRequest, QueueFull, Timeout...).
+            TypeError: an unknown option name (the message suggests the nearest valid one).
+            ValueError: an unknown enum name (placement, tone, format...).
+        """
         # Reading a photo file blocks: off the event loop.
         request = await asyncio.to_thread(edit_ad_request, photo, instruction, **options)
         wrapped = ad_pb.StreamEditAdRequest(request=request)
         async for event in self._stream(self._stub.StreamEditAd, wrapped, request.request_id, self._attempts(timeout)):
             yield event
 
+    async def create_ad_and_wait(
+        self,
+        keyword: str,
+        *,
+        on_progress: ProgressCallback | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 (a gRPC deadline the server passes on)
+        **options: Unpack[CreateAdOptions],
+    ) -> ad_pb.CreateAdResponse:
+        """Creates an ad over the stream, reporting progress, and returns the finished ad; see
+        `AdGenClient.create_ad_and_wait`. A callback that returns an awaitable is awaited."""
+        async for event in self.stream_create_ad(keyword, timeout=timeout, **options):
+            progress = create_progress(event)
+            if progress is not None and on_progress is not None:
+                await _reported(on_progress, progress)
+            if event.HasField("result"):
+                return event.result
+        raise AdGenError(grpc.StatusCode.INTERNAL, "the server ended the stream without a result")
+
+    async def edit_ad_and_wait(
+        self,
+        photo: PhotoArg,
+        instruction: str,
+        *,
+        on_progress: ProgressCallback | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 (a gRPC deadline the server passes on)
+        **options: Unpack[EditAdOptions],
+    ) -> ad_pb.EditAdResponse:
+        """Edits a photo over the stream, reporting progress, and returns the edited image; see
+        `AdGenClient.edit_ad_and_wait`."""
+        async for event in self.stream_edit_ad(photo, instruction, timeout=timeout, **options):
+            progress = edit_progress(event)
+            if progress is not None and on_progress is not None:
+                await _reported(on_progress, progress)
+            if event.HasField("result"):
+                return event.result
+        raise AdGenError(grpc.StatusCode.INTERNAL, "the server ended the stream without a result")
+
+    async def list_models(
+        self,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 (a gRPC deadline the server passes on)
+    ) -> list[ad_pb.Model]:
+        """The image models the server can run: id, tasks, licence, commercial use and whether each fits.
+
+        Args:
+            timeout: this call's deadline in seconds (default: the client's); retries fit in it.
+
+        Returns:
+            The models, sorted by id; pass a model's `id` as the `model_id` option.
+
+        Raises:
+            AdGenError: the call failed; the subclass names the gRPC code (Unavailable, Timeout...).
+        """
+        response: ad_pb.ListModelsResponse = await self._unary(
+            self._stub.ListModels, ad_pb.ListModelsRequest(), "", self._attempts(timeout)
+        )
+        return list(response.models)
+
     async def close(self) -> None:
+        """Closes the channel; calls in flight are cancelled."""
         await self._channel.close()
 
     async def __aenter__(self) -> Self:

@@ -2,46 +2,64 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import difflib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeAlias, TypedDict, TypeVar, Unpack, cast
+from typing import TYPE_CHECKING, Any, TypeAlias, TypedDict, TypeVar, Unpack, cast
 
 from adgen.ad.v1 import ad_service_pb2 as ad_pb
 from adgen.type.v1 import ad_pb2, image_pb2
+from adgen_wire.formats import FILE_SUFFIXES as FILE_SUFFIXES  # re-exported for the CLI and web page
 
-PLACEMENTS: dict[str, ad_pb2.Placement.ValueType] = {
-    "feed-square": ad_pb2.PLACEMENT_FEED_SQUARE,
-    "feed-portrait": ad_pb2.PLACEMENT_FEED_PORTRAIT,
-    "story": ad_pb2.PLACEMENT_STORY,
-}
-TONES: dict[str, ad_pb2.Tone.ValueType] = {
-    "friendly": ad_pb2.TONE_FRIENDLY,
-    "emotional": ad_pb2.TONE_EMOTIONAL,
-    "premium": ad_pb2.TONE_PREMIUM,
-    "playful": ad_pb2.TONE_PLAYFUL,
-    "informative": ad_pb2.TONE_INFORMATIVE,
-}
-FORMATS: dict[str, image_pb2.ImageFormat.ValueType] = {
-    "png": image_pb2.IMAGE_FORMAT_PNG,
-    "jpeg": image_pb2.IMAGE_FORMAT_JPEG,
-    "webp": image_pb2.IMAGE_FORMAT_WEBP,
-}
-QUALITY_PREFERENCES: dict[str, ad_pb.QualityPreference.ValueType] = {
-    "fast": ad_pb.QUALITY_PREFERENCE_FAST,
-    "quality": ad_pb.QUALITY_PREFERENCE_QUALITY,
-}
+if TYPE_CHECKING:  # The stubs' generic wrapper; at runtime the wrappers are plain EnumTypeWrapper objects.
+    from google.protobuf.internal.enum_type_wrapper import _EnumTypeWrapper
+
+_EnumValue = TypeVar("_EnumValue", bound=int)
+
+
+def _names(enum: _EnumTypeWrapper[_EnumValue], prefix: str) -> dict[str, _EnumValue]:
+    """An enum's values by CLI-style name (PLACEMENT_FEED_SQUARE -> "feed-square"), UNSPECIFIED left out."""
+    return {name.removeprefix(prefix).lower().replace("_", "-"): number for name, number in enum.items() if number}
+
+
+PLACEMENTS = _names(ad_pb2.Placement, "PLACEMENT_")
+TONES = _names(ad_pb2.Tone, "TONE_")
+CAPTION_LENGTHS = _names(ad_pb2.CaptionLength, "CAPTION_LENGTH_")
+EMOJI_LEVELS = _names(ad_pb2.EmojiLevel, "EMOJI_LEVEL_")
+FORMATS = _names(image_pb2.ImageFormat, "IMAGE_FORMAT_")
+QUALITY_PREFERENCES = _names(ad_pb.QualityPreference, "QUALITY_PREFERENCE_")
 _E = TypeVar("_E", bound=int)
-
-FILE_SUFFIXES: dict[image_pb2.ImageFormat.ValueType, str] = {
-    image_pb2.IMAGE_FORMAT_PNG: "png",
-    image_pb2.IMAGE_FORMAT_JPEG: "jpg",
-    image_pb2.IMAGE_FORMAT_WEBP: "webp",
-}
 
 PlacementArg: TypeAlias = ad_pb2.Placement.ValueType | str | None
 ToneArg: TypeAlias = ad_pb2.Tone.ValueType | str | None
 FormatArg: TypeAlias = image_pb2.ImageFormat.ValueType | str | None
 QualityArg: TypeAlias = ad_pb.QualityPreference.ValueType | str | None
+CaptionLengthArg: TypeAlias = ad_pb2.CaptionLength.ValueType | str | None
+EmojiLevelArg: TypeAlias = ad_pb2.EmojiLevel.ValueType | str | None
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the merchant states about the product; the copy may use these and never invents others.
+
+    Args:
+        shop_name: e.g. "하루카페".
+        price: as the merchant writes it, e.g. "5,500원".
+        origin: e.g. "국내산 딸기".
+        promotion: e.g. "1+1 이벤트".
+        extra: any other facts, one sentence each.
+    """
+
+    shop_name: str = ""
+    price: str = ""
+    origin: str = ""
+    promotion: str = ""
+    extra: Sequence[str] = field(default_factory=tuple)
+
+
+FactsArg: TypeAlias = Facts | Mapping[str, str | Sequence[str]] | ad_pb2.MerchantFacts | None
+FACT_NAMES = ("shop_name", "price", "origin", "promotion", "extra")
 PhotoArg: TypeAlias = bytes | str | Path
 
 
@@ -68,7 +86,9 @@ class CreateAdOptions(TypedDict, total=False):
     width: int
     height: int
     output_format: FormatArg
-    facts: ad_pb2.MerchantFacts | None
+    facts: FactsArg
+    caption_length: CaptionLengthArg
+    emoji_level: EmojiLevelArg
     num_inference_steps: int | None
     request_id: str
     overlay_headline: bool
@@ -87,9 +107,51 @@ class EditAdOptions(TypedDict, total=False):
     ai_disclosure: bool
 
 
+def check_options(options: Mapping[str, object], allowed: type[Any], where: str) -> None:
+    """Raises TypeError for a keyword argument `allowed` (a TypedDict) does not have, naming the nearest
+    valid one, so a typo such as `variants=3` fails instead of being dropped."""
+    known: frozenset[str] = allowed.__optional_keys__ | allowed.__required_keys__
+    for name in options:
+        if name not in known:
+            nearest = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.5)
+            hint = f"; did you mean {nearest[0]!r}?" if nearest else f"; valid: {', '.join(sorted(known))}"
+            raise TypeError(f"{where}() got an unexpected keyword argument {name!r}{hint}")
+
+
+def merchant_facts(facts: FactsArg) -> ad_pb2.MerchantFacts | None:
+    """`facts` as the protobuf message: a `Facts`, a mapping with the same keys, or the message itself."""
+    if facts is None or isinstance(facts, ad_pb2.MerchantFacts):
+        return facts
+    if isinstance(facts, Facts):
+        facts = {name: getattr(facts, name) for name in FACT_NAMES}
+    for name in facts:
+        if name not in FACT_NAMES:
+            nearest = difflib.get_close_matches(name, FACT_NAMES, n=1, cutoff=0.5)
+            hint = f"; did you mean {nearest[0]!r}?" if nearest else f"; valid: {', '.join(FACT_NAMES)}"
+            raise TypeError(f"unknown fact {name!r}{hint}")
+    extra = facts.get("extra", ())
+    text = {name: str(facts.get(name, "")) for name in FACT_NAMES[:-1]}
+    return ad_pb2.MerchantFacts(**text, extra=[extra] if isinstance(extra, str) else list(extra))
+
+
 def create_ad_request(keyword: str, **options: Unpack[CreateAdOptions]) -> ad_pb.CreateAdRequest:
-    """A CreateAdRequest; placement, tone, format and quality take names ("story", "premium", "webp",
-    "fast") or enums. `request_id` doubles as an idempotency key: resending it returns the same ad."""
+    """A CreateAdRequest from plain values.
+
+    Args:
+        keyword: the Korean product keyword.
+        **options: the `CreateAdOptions` fields. placement, tone, output_format, quality, caption_length
+            and emoji_level take names ("story", "premium", "webp", "fast", "short", "none") or enum
+            values; facts takes a `Facts`, a mapping or `MerchantFacts`. `request_id` doubles as an
+            idempotency key: resending it returns the same ad.
+
+    Returns:
+        The request, with unset options left to the server's defaults.
+
+    Raises:
+        TypeError: an unknown option (or fact) name.
+        ValueError: an unknown enum name.
+    """
+    check_options(options, CreateAdOptions, "create_ad")
     return ad_pb.CreateAdRequest(
         keyword=keyword,
         tone=_pick(options.get("tone"), TONES, "tone"),
@@ -100,7 +162,9 @@ def create_ad_request(keyword: str, **options: Unpack[CreateAdOptions]) -> ad_pb
         width=options.get("width", 0),
         height=options.get("height", 0),
         output_format=_pick(options.get("output_format"), FORMATS, "format"),
-        facts=options.get("facts"),
+        facts=merchant_facts(options.get("facts")),
+        caption_length=_pick(options.get("caption_length"), CAPTION_LENGTHS, "caption length"),
+        emoji_level=_pick(options.get("emoji_level"), EMOJI_LEVELS, "emoji level"),
         num_inference_steps=options.get("num_inference_steps"),
         request_id=options.get("request_id", ""),
         overlay_headline=options.get("overlay_headline", False),
@@ -110,7 +174,22 @@ def create_ad_request(keyword: str, **options: Unpack[CreateAdOptions]) -> ad_pb
 
 
 def edit_ad_request(photo: PhotoArg, instruction: str, **options: Unpack[EditAdOptions]) -> ad_pb.EditAdRequest:
-    """An EditAdRequest; `photo` is the encoded file's bytes or a path to it."""
+    """An EditAdRequest from plain values.
+
+    Args:
+        photo: the encoded file's bytes, or a path to it.
+        instruction: what to change, in Korean or English.
+        **options: the `EditAdOptions` fields; output_format takes a name ("webp") or an enum value.
+
+    Returns:
+        The request, with unset options left to the server's defaults.
+
+    Raises:
+        TypeError: an unknown option name.
+        ValueError: an unknown format name.
+        OSError: `photo` is a path that cannot be read.
+    """
+    check_options(options, EditAdOptions, "edit_ad")
     data = photo if isinstance(photo, bytes) else Path(photo).read_bytes()
     return ad_pb.EditAdRequest(
         image=image_pb2.Image(data=data),

@@ -21,6 +21,7 @@ from adgen_web.messages import UserMessage, describe_error, megabytes, photo_too
 from adgen_web.page_language import make_page_korean
 from adgen_web.progress import progress_fraction, progress_text
 from adgen_web.text import plain
+from adgen_wire.limits import MAX_VARIANTS
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -112,7 +113,9 @@ def create_form() -> CreateInput | None:
         left, middle, right = st.columns(3)
         tone = left.selectbox("말투", list(TONES), key="tone")
         placement = middle.selectbox("게재 위치", list(PLACEMENTS), key="placement")
-        variant_count = right.number_input("시안 개수", min_value=1, max_value=4, value=1, step=1, key="variants")
+        variant_count = right.number_input(
+            "시안 개수", min_value=1, max_value=MAX_VARIANTS, value=1, step=1, key="variants"
+        )
         with st.expander("가게 정보 (선택) — 적은 내용만 문구에 들어가요"):
             shop_name = st.text_input("가게 이름", key="shop_name")
             price = st.text_input("가격", placeholder="예: 5,500원", key="price")

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import mimetypes
 
 from adgen.ad.v1 import ad_service_pb2 as ad_pb
 from adgen.type.v1 import image_pb2
-from adgen_client.requests import FILE_SUFFIXES
+from adgen_wire.formats import FILE_SUFFIXES, MIME_TYPES
 
 
 def image_suffix(image: image_pb2.Image) -> str:
@@ -17,8 +16,8 @@ def image_suffix(image: image_pb2.Image) -> str:
 
 def image_mime(image: image_pb2.Image) -> str:
     """The MIME type of an encoded image."""
-    mime, _ = mimetypes.guess_type(f"ad.{image_suffix(image)}", strict=False)
-    return mime or "application/octet-stream"
+    # Unset or unknown means the server's default, PNG, as in image_suffix.
+    return MIME_TYPES.get(image.format, MIME_TYPES[image_pb2.IMAGE_FORMAT_PNG])
 
 
 def hashtags_for_display(copy: ad_pb.AdCopy) -> list[str]:

@@ -11,7 +11,7 @@ import grpc
 from adgen_client.errors import AdGenError
 
 _ASK_ADMIN = "계속 같은 문제가 생기면 관리자에게 알려 주세요."
-# How the orchestrator describes a photo over its byte or pixel limit (adgen_orchestrator.imaging.read_photo);
+# How the orchestrator describes a photo over its byte or pixel limit (adgen_runtime.photos.open_photo);
 # tests/unit/web/test_photo_limits.py holds the two together.
 _OVER_A_LIMIT = re.compile(r"\blarger than\b|\bmore than \d+ pixels\b")
 _TOO_ELONGATED = re.compile(r"\baspect ratio\b")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import grpc
@@ -34,12 +35,18 @@ _SERVICE_CONFIG = {
 
 
 def grpc_options(
-    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, *, server: bool = False, retry_unavailable: bool = True
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    *,
+    server: bool = False,
+    retry_unavailable: bool = True,
+    service_config: dict[str, Any] | None = None,
 ) -> list[tuple[str, Any]]:
     """Channel or server options; servers and clients must agree on the message limits.
 
     Hops inside AdGen pass `retry_unavailable=False`: a service answers UNAVAILABLE after its own
     retries, and a retry at every hop multiplies them; the caller's SDK retries once, at the edge.
+    `service_config` adds keys to the channel's gRPC service config (e.g. `loadBalancingConfig`,
+    `healthCheckConfig`); the retry policy, when on, stays its `methodConfig`.
     """
     options: list[tuple[str, Any]] = [
         ("grpc.max_send_message_length", max_message_bytes),
@@ -68,8 +75,9 @@ def grpc_options(
             ("grpc.max_reconnect_backoff_ms", 1_000),
             ("grpc.enable_retries", 1),
         ]
-        if retry_unavailable:
-            options.append(("grpc.service_config", json.dumps(_SERVICE_CONFIG)))
+        config = {**(_SERVICE_CONFIG if retry_unavailable else {}), **(service_config or {})}
+        if config:
+            options.append(("grpc.service_config", json.dumps(config)))
     return options
 
 
@@ -81,7 +89,16 @@ def create_channel(
 
 
 def create_aio_channel(
-    target: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, *, retry_unavailable: bool = True
+    target: str,
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    *,
+    retry_unavailable: bool = True,
+    service_config: dict[str, Any] | None = None,
+    interceptors: Sequence[aio.ClientInterceptor] = (),
 ) -> aio.Channel:
-    """An asyncio channel to an AdGen server."""
-    return aio.insecure_channel(target, options=grpc_options(max_message_bytes, retry_unavailable=retry_unavailable))
+    """An asyncio channel to an AdGen server (or, with a balancing `service_config`, to a set of replicas).
+
+    `interceptors` wrap every call, e.g. the OpenTelemetry client interceptors that carry a trace downstream.
+    """
+    options = grpc_options(max_message_bytes, retry_unavailable=retry_unavailable, service_config=service_config)
+    return aio.insecure_channel(target, options=options, interceptors=interceptors or None)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -11,6 +13,8 @@ from typing import Any, TypeVar
 import openai
 from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
+from opentelemetry import trace
+from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from adgen_copywriter.domain import (
@@ -29,6 +33,7 @@ from adgen_copywriter.domain import (
     RuleViolation,
     Tone,
 )
+from adgen_copywriter.metrics import LlmMetrics
 from adgen_copywriter.rules import (
     HEADLINE_MAX_GRAPHEMES,
     HOOK_MAX_GRAPHEMES,
@@ -212,9 +217,16 @@ class LlmBackend:
         *,
         temperature: float | None = 0.7,
         unavailable_retry_after_s: float = 5.0,
+        metrics: LlmMetrics | None = None,
+        tracer: trace.Tracer | None = None,
     ) -> None:
         self.client = client
         self.model = model
+        self.metrics = metrics or LlmMetrics(CollectorRegistry())
+        self._tracer = tracer or trace.NoOpTracer()
+        self._backend = client.base_url.host or "unknown"
+        # HTTP requests sent by the current completion: more than one means the SDK retried.
+        self._attempts: contextvars.ContextVar[list[int]] = contextvars.ContextVar("llm_attempts")
         self.temperature = temperature
         self.unavailable_retry_after_s = unavailable_retry_after_s
 
@@ -235,6 +247,7 @@ class LlmBackend:
         violations = finalize_copy(self._draft(payload, usage), brief).violations
         if violations:
             _LOGGER.info("LLM copy broke %d rule(s); asking for one repair", len(violations))
+            self.metrics.retries.labels(self._backend, self.model, "rules").inc()
             messages += [
                 {"role": "assistant", "content": raw},
                 {"role": "user", "content": rule_repair_message(list(violations))},
@@ -306,16 +319,55 @@ class LlmBackend:
             if problem is None:
                 return payload_type.model_validate_json(raw), raw
             _LOGGER.info("LLM output unusable on attempt %d: %s", attempt + 1, problem)
+            if attempt == 0:
+                self.metrics.retries.labels(self._backend, self.model, "output").inc()
             messages += [
                 {"role": "assistant", "content": raw},
                 {"role": "user", "content": f"{problem} Reply again with the complete JSON object only."},
             ]
         raise LlmBadOutputError("The language model kept returning unusable output; try again.")
 
+    def count_attempt(self) -> None:
+        """The HTTP client's request hook: one more request for the completion in progress."""
+        attempts = self._attempts.get(None)
+        if attempts is not None:
+            attempts[0] += 1
+
     async def _complete(
         self, messages: list[ChatCompletionMessageParam], name: str, schema: dict[str, Any]
     ) -> ChatCompletion:
-        """One call; the SDK retries connection errors, timeouts, 429 and 5xx with backoff first."""
+        """One call, timed and counted; the SDK retries connection errors, timeouts, 429 and 5xx first."""
+        attempts = [0]
+        token = self._attempts.set(attempts)
+        started = time.perf_counter()
+        outcome = "error"
+        # A client span per completion (GenAI semantic conventions), its HTTP retries inside it.
+        with self._tracer.start_as_current_span(f"chat {self.model}", kind=trace.SpanKind.CLIENT) as span:
+            span.set_attributes({"gen_ai.operation.name": "chat", "gen_ai.request.model": self.model})
+            span.set_attribute("server.address", self._backend)
+            try:
+                completion = await self._create(messages, name, schema)
+                outcome = "ok"
+                self._count_tokens(completion, span)
+                return completion
+            finally:
+                self._attempts.reset(token)
+                elapsed_s = time.perf_counter() - started
+                self.metrics.duration.labels(self._backend, self.model, outcome).observe(elapsed_s)
+                if attempts[0] > 1:
+                    self.metrics.retries.labels(self._backend, self.model, "http").inc(attempts[0] - 1)
+
+    def _count_tokens(self, completion: ChatCompletion, span: trace.Span) -> None:
+        if completion.usage is None:
+            return
+        prompt, written = completion.usage.prompt_tokens or 0, completion.usage.completion_tokens or 0
+        self.metrics.tokens.labels(self._backend, self.model, "prompt").inc(prompt)
+        self.metrics.tokens.labels(self._backend, self.model, "completion").inc(written)
+        span.set_attributes({"gen_ai.usage.input_tokens": prompt, "gen_ai.usage.output_tokens": written})
+
+    async def _create(
+        self, messages: list[ChatCompletionMessageParam], name: str, schema: dict[str, Any]
+    ) -> ChatCompletion:
         try:
             return await self.client.chat.completions.create(
                 model=self.model,

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pydantic import ByteSize, Field
 from pydantic_settings import SettingsConfigDict
 
-from adgen_runtime.settings import ServerSettings
+from adgen_runtime.settings import PhotoLimitSettings, ServerSettings
 
 
-class DiffusionSettings(ServerSettings):
+class DiffusionSettings(PhotoLimitSettings, ServerSettings):
     """Everything the diffusion service reads from the environment."""
 
     model_config = SettingsConfigDict(env_prefix="ADGEN_DIFFUSION_")
@@ -31,10 +32,6 @@ class DiffusionSettings(ServerSettings):
         "auto", description='Torch device: "auto" (cuda when available, else cpu), "cuda", "cuda:1", "cpu".'
     )
     queue_max: int = Field(16, ge=1, description="Jobs that may wait for the GPU; more get RESOURCE_EXHAUSTED.")
-    max_input_bytes: int = Field(20 * 1024 * 1024, ge=1, description="Largest accepted input photo file, in bytes.")
-    max_input_pixels: int = Field(
-        40_000_000, ge=1, description="Largest accepted input photo, in pixels (width x height); guards against bombs."
-    )
     warmup: bool = Field(
         False, description="Load the default model and run one small generation before readiness goes SERVING."
     )
@@ -59,3 +56,24 @@ class DiffusionSettings(ServerSettings):
     lease_dir: Path | None = Field(
         None, description="Where the per-device GPU lease lock file lives; default is the system temp directory."
     )
+    max_connection_age_s: float = Field(
+        300.0,
+        ge=0,
+        description="Age after which a client connection is asked to go (GOAWAY), so balancing clients re-resolve "
+        "and spread over new replicas; 0 keeps connections forever.",
+    )
+    max_connection_age_grace_s: float = Field(
+        900.0,
+        ge=0,
+        description="How long calls on an aged connection may still run before it is closed; longer than the "
+        "longest job. 0 waits forever.",
+    )
+
+    def connection_age_options(self) -> list[tuple[str, Any]]:
+        """gRPC server options that age client connections out (gRPC proposal A9); none when turned off."""
+        if not self.max_connection_age_s:
+            return []
+        options: list[tuple[str, Any]] = [("grpc.max_connection_age_ms", int(self.max_connection_age_s * 1000))]
+        if self.max_connection_age_grace_s:
+            options.append(("grpc.max_connection_age_grace_ms", int(self.max_connection_age_grace_s * 1000)))
+        return options

@@ -17,6 +17,7 @@ import diffusers
 import torch
 import transformers
 from PIL import Image
+from prometheus_client import CollectorRegistry
 
 from adgen_diffusion import weights
 from adgen_diffusion.errors import (
@@ -39,6 +40,7 @@ from adgen_diffusion.memory import (
     module_bytes,
     release_device_memory,
 )
+from adgen_diffusion.metrics import DiffusionMetrics
 from adgen_diffusion.planner import Box, MemoryPlanner, Plan, PlanDecision
 from adgen_diffusion.registry import ModelEntry, ModelRegistry, Task
 from adgen_diffusion.tiny import is_built, tiny_dir
@@ -193,8 +195,10 @@ class DiffusionEngine:
         *,
         planner: MemoryPlanner | None = None,
         scratch_dir: Path | None = None,
+        metrics: DiffusionMetrics | None = None,
     ) -> None:
         self.registry = registry
+        self.metrics = metrics or DiffusionMetrics(CollectorRegistry(), (entry.id for entry in registry))
         self.models_dir = models_dir
         self.device = resolve_device(device)
         self.planner = planner or default_planner(registry, models_dir, detect_box(self.device))
@@ -203,6 +207,7 @@ class DiffusionEngine:
         self._transition: tuple[str, ModelState] | None = None
         self._failed: set[str] = set()
         self._baseline_allocated = device_memory(self.device).allocated
+        self.metrics.read_device_memory(lambda: device_memory(self.device))
         self.clean = True
         # Load progress bars would interleave with the service log; progress goes out as events instead.
         diffusers.utils.logging.disable_progress_bar()
@@ -291,6 +296,7 @@ class DiffusionEngine:
             unloaded = self.unload()
         on_progress(Progress(Stage.LOADING, model_id=entry.id))
         self._set_transition(entry.id, ModelState.LOADING)
+        weights_started = time.perf_counter()
         try:
             with AnonPeakSampler() as sampler:
                 loaded = self.loader.load(entry, plan, location)
@@ -311,6 +317,7 @@ class DiffusionEngine:
             self._failed.discard(entry.id)
         memory = self._report(model_bytes=resident.model_bytes, peak_anon=sampler.peak_above_start)
         duration = time.perf_counter() - started
+        self._record_load(entry.id, unloaded, time.perf_counter() - weights_started)
         _LOGGER.info(
             "loaded %s (%s) in %.2fs under plan [%s]: %.1f MB of weights, peak anon host +%.1f MB",
             entry.id,
@@ -368,6 +375,7 @@ class DiffusionEngine:
             self._transition = None
         self.clean = memory.verified
         duration = time.perf_counter() - started
+        self._record_unload(model_id, memory, duration)
         if memory.verified:
             _LOGGER.info("unloaded %s in %.2fs; memory verified free", model_id, duration)
         else:
@@ -378,6 +386,19 @@ class DiffusionEngine:
                 memory.device_allocated_bytes - memory.baseline_device_allocated_bytes,
             )
         return UnloadReport(model_id, memory, duration)
+
+    def _record_load(self, model_id: str, unloaded: UnloadReport | None, weights_s: float) -> None:
+        if unloaded is not None:
+            self.metrics.load_duration.labels(model_id, "unload_previous").observe(unloaded.duration_s)
+        self.metrics.load_duration.labels(model_id, "load_weights").observe(weights_s)
+        self.metrics.set_resident(model_id)
+
+    def _record_unload(self, model_id: str, memory: MemoryReport, duration_s: float) -> None:
+        self.metrics.unload_duration.labels(model_id).observe(duration_s)
+        self.metrics.unload_leftover.set(max(0, memory.device_allocated_bytes - memory.baseline_device_allocated_bytes))
+        if not memory.verified:
+            self.metrics.unload_failures.labels(model_id).inc()
+        self.metrics.set_resident(None)
 
     def _set_transition(self, model_id: str, state: ModelState) -> None:
         with self._state_lock:
@@ -433,6 +454,9 @@ class DiffusionEngine:
                 _LOGGER.exception("pipeline call for %s failed", job.model_id)
                 raise RuntimeError("the pipeline call failed") from None
         on_progress(Progress(Stage.DONE, model_id=job.model_id))
+        steps_run = job.steps * job.image_count
+        if steps_run:
+            self.metrics.step_duration.labels(job.model_id).observe(timing.denoise_s / steps_run)
         return JobOutput(
             images=images,
             seeds=seeds,

@@ -14,20 +14,24 @@ from adgen_diffusion.images import MAX_PHOTO_ASPECT, InvalidImageError, decode_i
 from adgen_diffusion.registry import ModelEntry, ModelRegistry, Task
 from adgen_runtime.errors import BadField, FailedPrecondition, NotFound, invalid_fields
 from adgen_runtime.text import control_character_violation
+from adgen_wire.limits import MAX_VARIANTS
 
 MAX_STEPS = 100
-MAX_IMAGES = 4
+MAX_IMAGES = MAX_VARIANTS  # the contract's one limit on images per call
 MAX_GUIDANCE = 30.0
 MODEL_RESOURCE = "adgen.diffusion.v1.Model"
 # Field-violation reasons that, when they are the only kind in a request, give the whole status its reason.
 _INVALID_SIZE = "INVALID_SIZE"
 _INVALID_IMAGE = "INVALID_IMAGE"
-_OUTPUT_FORMATS = {
-    image_pb2.IMAGE_FORMAT_UNSPECIFIED: "png",
-    image_pb2.IMAGE_FORMAT_PNG: "png",
-    image_pb2.IMAGE_FORMAT_JPEG: "jpeg",
-    image_pb2.IMAGE_FORMAT_WEBP: "webp",
-}
+
+
+def _output_format(value: image_pb2.ImageFormat.ValueType) -> str | None:
+    """The encoder's name for a proto ImageFormat (UNSPECIFIED means PNG), or None for a value it lacks."""
+    if value == image_pb2.IMAGE_FORMAT_UNSPECIFIED:
+        return "png"
+    if value not in image_pb2.ImageFormat.values():
+        return None
+    return image_pb2.ImageFormat.Name(value).removeprefix("IMAGE_FORMAT_").lower()
 
 
 @dataclass(frozen=True)
@@ -150,7 +154,7 @@ def _checked_knobs(
     count = request.image_count or 1
     if not 1 <= count <= MAX_IMAGES:
         violations.append(BadField(f"{prefix}image_count", f"must be between 1 and {MAX_IMAGES}"))
-    output_format = _OUTPUT_FORMATS.get(request.output_format)
+    output_format = _output_format(request.output_format)
     if output_format is None:
         violations.append(BadField(f"{prefix}output_format", "must be PNG, JPEG or WebP"))
     seed = request.seed if request.HasField("seed") else random_seed()

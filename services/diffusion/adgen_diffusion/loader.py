@@ -254,6 +254,25 @@ def _apply_lora(pipeline: Any, model_id: str, lora: LoraSpec, lora_file: Path, *
         pipeline.scheduler = type(pipeline.scheduler).from_config(pipeline.scheduler.config, **dict(lora.scheduler))
 
 
+def _clear_method_caches(module_type: type) -> None:
+    """Empties lru_caches on the class's methods: diffusers caches RoPE tables per `self` (QwenEmbedRope),
+    which would keep each unloaded model's RoPE module and tables alive for good."""
+    for attribute in vars(module_type).values():
+        # diffusers' lru_cache_unless_export hides the cache inside a wrapper's closure.
+        candidates = [attribute, *(_cell_contents(cell) for cell in getattr(attribute, "__closure__", None) or ())]
+        for candidate in candidates:
+            clear = getattr(candidate, "cache_clear", None)
+            if callable(clear):
+                clear()
+
+
+def _cell_contents(cell: Any) -> Any:
+    try:
+        return cell.cell_contents
+    except ValueError:  # an empty cell
+        return None
+
+
 def remove_pipeline_hooks(pipeline: Any) -> int:
     """Removes offload hooks: accelerate's (model offload) and diffusers' own (group offload).
 
@@ -268,6 +287,7 @@ def remove_pipeline_hooks(pipeline: Any) -> int:
         if not isinstance(component, torch.nn.Module):
             continue
         for module in component.modules():
+            _clear_method_caches(type(module))
             registry = getattr(module, "_diffusers_hook", None)
             if registry is None:
                 continue

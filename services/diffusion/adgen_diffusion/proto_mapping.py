@@ -54,11 +54,6 @@ _QUANTIZATIONS = {
     Quantization.INT8: pb.COMPONENT_QUANTIZATION_INT8,
     Quantization.NF4: pb.COMPONENT_QUANTIZATION_NF4,
 }
-_IMAGE_FORMATS = {
-    "png": image_pb2.IMAGE_FORMAT_PNG,
-    "jpeg": image_pb2.IMAGE_FORMAT_JPEG,
-    "webp": image_pb2.IMAGE_FORMAT_WEBP,
-}
 
 
 def model_proto(
@@ -116,7 +111,12 @@ def plan_proto(decision: PlanDecision) -> pb.MemoryPlan:
 def generated_images(encoded: list[EncodedImage], seeds: list[int]) -> list[pb.GeneratedImage]:
     return [
         pb.GeneratedImage(
-            image=image_pb2.Image(data=e.data, format=_IMAGE_FORMATS[e.format], width=e.width, height=e.height),
+            image=image_pb2.Image(
+                data=e.data,
+                format=image_pb2.ImageFormat.Value(f"IMAGE_FORMAT_{e.format.upper()}"),
+                width=e.width,
+                height=e.height,
+            ),
             seed=seed,
         )
         for e, seed in zip(encoded, seeds, strict=True)

@@ -3,30 +3,40 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+
+from prometheus_client import CollectorRegistry
 
 from adgen.diffusion.v1 import diffusion_service_pb2_grpc as pb_grpc
 from adgen_diffusion.config import DiffusionSettings
+from adgen_diffusion.diffusion_core import DiffusionCore
 from adgen_diffusion.engine import DiffusionEngine, ImageJob, default_planner, random_seed, resolve_device
 from adgen_diffusion.errors import GpuLeaseError
 from adgen_diffusion.lease import GpuLease
 from adgen_diffusion.memory import detect_box
+from adgen_diffusion.metrics import DiffusionMetrics
 from adgen_diffusion.registry import ModelRegistry, Task
 from adgen_diffusion.servicer import SERVICE_NAME, DiffusionServicer
 from adgen_diffusion.worker import GpuWorker
 from adgen_runtime.server import RunningServer, ServiceBinding, run_service, start_server
+from adgen_runtime.telemetry import Telemetry
 
 _LOGGER = logging.getLogger(__name__)
 
 
-async def create_server(settings: DiffusionSettings, *, engine: DiffusionEngine | None = None) -> RunningServer:
+async def create_server(
+    settings: DiffusionSettings, *, engine: DiffusionEngine | None = None, telemetry: Telemetry | None = None
+) -> RunningServer:
     """Starts the service; readiness turns SERVING once the GPU lease is held (and warm-up, if on, passed).
 
     `engine` lets tests and benchmarks keep a handle on the engine they serve; by default one is built
-    from the settings.
+    from the settings. The server's metrics share the engine's registry, so one /metrics shows both.
     """
+    telemetry = telemetry or Telemetry.from_settings(settings, SERVICE_NAME)
     if engine is None:
-        engine = build_engine(settings)
+        engine = build_engine(settings, telemetry.metrics)
+    telemetry = dataclasses.replace(telemetry, metrics=engine.metrics.registry)
     lease = GpuLease.acquire(engine.device, settings.lease_dir)
     worker = GpuWorker(engine, queue_max=settings.queue_max, max_overtakes=settings.max_overtakes)
     running: RunningServer | None = None
@@ -35,7 +45,7 @@ async def create_server(settings: DiffusionSettings, *, engine: DiffusionEngine 
         if running is not None:
             await running.set_ready(SERVICE_NAME, clean)
 
-    servicer = DiffusionServicer(worker, settings, on_clean_changed)
+    servicer = DiffusionServicer(DiffusionCore(worker, settings, on_clean_changed))
     try:
         running = await start_server(
             settings,
@@ -44,6 +54,8 @@ async def create_server(settings: DiffusionSettings, *, engine: DiffusionEngine 
                     SERVICE_NAME, lambda s: pb_grpc.add_DiffusionServiceServicer_to_server(servicer, s), False
                 )
             ],
+            extra_options=settings.connection_age_options(),
+            telemetry=telemetry,
         )
     except BaseException:
         lease.release()
@@ -65,8 +77,10 @@ async def create_server(settings: DiffusionSettings, *, engine: DiffusionEngine 
     return running
 
 
-def build_engine(settings: DiffusionSettings) -> DiffusionEngine:
-    """The engine the settings describe, planning for the detected box or the budgets that emulate one."""
+def build_engine(settings: DiffusionSettings, metrics: CollectorRegistry | None = None) -> DiffusionEngine:
+    """The engine the settings describe, planning for the detected box or the budgets that emulate one.
+
+    Its metrics go to `metrics` (a registry of its own by default)."""
     registry = ModelRegistry.load(settings.registry_path, tiny=settings.tiny)
     device = resolve_device(settings.device)
     planner = default_planner(
@@ -75,7 +89,12 @@ def build_engine(settings: DiffusionSettings) -> DiffusionEngine:
         detect_box(device, settings.device_memory_budget, settings.host_memory_budget),
     )
     return DiffusionEngine(
-        registry, settings.models_dir, settings.device, planner=planner, scratch_dir=settings.offload_dir
+        registry,
+        settings.models_dir,
+        settings.device,
+        planner=planner,
+        scratch_dir=settings.offload_dir,
+        metrics=DiffusionMetrics(metrics or CollectorRegistry(), (entry.id for entry in registry)),
     )
 
 

@@ -1,263 +1,72 @@
-"""DiffusionService: validate requests, hand jobs to the GPU worker, map results and errors to protos."""
+"""DiffusionService over gRPC: proto in, DiffusionCore (validation, GPU worker, proto mapping), proto out."""
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TypeVar
+from collections.abc import AsyncIterator
 
 from adgen.diffusion.v1 import diffusion_service_pb2 as pb
 from adgen.diffusion.v1 import diffusion_service_pb2_grpc as pb_grpc
-from adgen_diffusion.config import DiffusionSettings
-from adgen_diffusion.engine import Progress, ProgressSink, UnloadReport
-from adgen_diffusion.errors import ModelNotCachedError
-from adgen_diffusion.images import encode_image
-from adgen_diffusion.job_requests import PreparedJob, prepare_edit, prepare_generate, registry_entry
-from adgen_diffusion.memory import MemoryReport
-from adgen_diffusion.planner import PlanDecision
-from adgen_diffusion.proto_mapping import (
-    duration,
-    generated_images,
-    generation_info,
-    mapped_errors,
-    memory_proto,
-    model_proto,
-    progress_proto,
-    unload_incomplete,
-)
-from adgen_diffusion.registry import ModelEntry
-from adgen_diffusion.worker import Finished, GpuWorker, Work
+from adgen_diffusion.diffusion_core import DiffusionCore
+from adgen_diffusion.engine import Progress
+from adgen_diffusion.proto_mapping import progress_proto
 from adgen_runtime import Context
-from adgen_runtime.errors import BadField, invalid_fields
 
-_LOGGER = logging.getLogger(__name__)
-
-SERVICE_NAME = "adgen.diffusion.v1.DiffusionService"
-
-T = TypeVar("T")
-
-# Images and the facts about them, as both the unary and the streaming responses carry them.
-_Result = tuple[list[pb.GeneratedImage], pb.GenerationInfo]
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["DiffusionService"].full_name
 
 
 class DiffusionServicer(pb_grpc.DiffusionServiceServicer):
-    """Thin: validation (job_requests) → the GPU worker → proto mapping (proto_mapping)."""
+    """Thin: DiffusionCore does the work; the shared ErrorInterceptor turns its errors into statuses."""
 
-    def __init__(
-        self,
-        worker: GpuWorker,
-        settings: DiffusionSettings,
-        on_clean_changed: Callable[[bool], Awaitable[None]] | None = None,
-    ) -> None:
-        self.worker = worker
-        self.engine = worker.engine
-        self.registry = worker.engine.registry
-        self.settings = settings
-        self._on_clean_changed = on_clean_changed
-        self._reported_clean = True
-
-    # ----- operator RPCs -----
+    def __init__(self, core: DiffusionCore) -> None:
+        self.core = core
 
     async def ListModels(self, request: pb.ListModelsRequest, context: Context) -> pb.ListModelsResponse:
-        entries = list(self.registry)
-        # Cache lookups and planning (meta-device sizing on first use) are blocking: off the event loop.
-        facts = await asyncio.to_thread(lambda: [(self.engine.is_available(e), self._plan(e.id)) for e in entries])
-        return pb.ListModelsResponse(
-            models=[self._model(e, available, plan) for e, (available, plan) in zip(entries, facts, strict=True)]
-        )
+        return await self.core.list_models()
 
     async def LoadModel(self, request: pb.LoadModelRequest, context: Context) -> pb.LoadModelResponse:
-        model_id = request.model_id.strip()
-        if not model_id:
-            raise invalid_fields([BadField("model_id", "must name a registry model")])
-        entry = registry_entry(self.registry, model_id)
-        await self._require_fit(entry.id)
-        done = await self._submit(entry.id, lambda progress, _: self.engine.load(entry.id, progress))
-        report = done.value
-        unloaded = report.unloaded.model_id if report.unloaded is not None else None
-        return pb.LoadModelResponse(
-            model=self._model(entry, True, await asyncio.to_thread(self._plan, entry.id)),
-            memory=memory_proto(report.memory),
-            load_duration=duration(report.duration_s),
-            unloaded_model_id=unloaded or "",
-        )
+        return await self.core.load_model(request)
 
     async def UnloadModel(self, request: pb.UnloadModelRequest, context: Context) -> pb.UnloadModelResponse:
-        wanted = request.model_id.strip()
-        if wanted:
-            registry_entry(self.registry, wanted)
-
-        def unload(progress: ProgressSink, cancel: threading.Event) -> UnloadReport | MemoryReport:
-            # Decided on the GPU thread, so no load can slip in between the check and the unload.
-            if wanted and self.engine.loaded_model_id != wanted:
-                return self.engine.memory_now()
-            return self.engine.unload()
-
-        report = (await self._submit(None, unload)).value
-        if isinstance(report, MemoryReport):
-            return pb.UnloadModelResponse(memory=memory_proto(report))
-        if not report.memory.verified:
-            raise unload_incomplete(report)
-        return pb.UnloadModelResponse(
-            model_id=report.model_id or "",
-            memory=memory_proto(report.memory),
-            unload_duration=duration(report.duration_s),
-        )
+        return await self.core.unload_model(request)
 
     # ----- jobs -----
 
     async def Generate(self, request: pb.GenerateRequest, context: Context) -> pb.GenerateResponse:
-        prepared = await self._prepare_generate(request, prefix="")
-        images, info = await self._execute(prepared, context, None)
+        prepared = await self.core.prepare_generate_job(request, prefix="")
+        images, info = await self.core.execute(prepared, _cancel_when_done(context), None)
         return pb.GenerateResponse(images=images, info=info)
 
     async def StreamGenerate(
         self, request: pb.StreamGenerateRequest, context: Context
     ) -> AsyncIterator[pb.StreamGenerateResponse]:
-        prepared = await self._prepare_generate(request.request, prefix="request.")
-        async for event in self._stream(prepared, context):
+        prepared = await self.core.prepare_generate_job(request.request, prefix="request.")
+        async for event in self.core.stream(prepared, _cancel_when_done(context)):
             if isinstance(event, Progress):
                 yield pb.StreamGenerateResponse(progress=progress_proto(event))
             else:
                 yield pb.StreamGenerateResponse(result=pb.GenerateResponse(images=event[0], info=event[1]))
 
     async def Edit(self, request: pb.EditRequest, context: Context) -> pb.EditResponse:
-        prepared = await self._prepare_edit(request, prefix="")
-        images, info = await self._execute(prepared, context, None)
+        prepared = await self.core.prepare_edit_job(request, prefix="")
+        images, info = await self.core.execute(prepared, _cancel_when_done(context), None)
         return pb.EditResponse(images=images, info=info)
 
     async def StreamEdit(self, request: pb.StreamEditRequest, context: Context) -> AsyncIterator[pb.StreamEditResponse]:
-        prepared = await self._prepare_edit(request.request, prefix="request.")
-        async for event in self._stream(prepared, context):
+        prepared = await self.core.prepare_edit_job(request.request, prefix="request.")
+        async for event in self.core.stream(prepared, _cancel_when_done(context)):
             if isinstance(event, Progress):
                 yield pb.StreamEditResponse(progress=progress_proto(event))
             else:
                 yield pb.StreamEditResponse(result=pb.EditResponse(images=event[0], info=event[1]))
 
-    # ----- validate -----
 
-    async def _prepare_generate(self, request: pb.GenerateRequest, *, prefix: str) -> PreparedJob:
-        entry = registry_entry(self.registry, request.model_id or self.settings.default_model)
-        prepared = prepare_generate(request, entry, prefix=prefix)
-        await self._require_fit(entry.id, prepared)
-        return prepared
+def _cancel_when_done(context: Context) -> threading.Event:
+    """Set when the call ends early (client cancel, deadline), so its job stops at the next step."""
+    cancel = threading.Event()
 
-    async def _prepare_edit(self, request: pb.EditRequest, *, prefix: str) -> PreparedJob:
-        entry = registry_entry(self.registry, request.model_id or self.settings.default_edit_model)
-        # Decoding a photo of up to max_input_pixels is blocking work: off the event loop.
-        prepared = await asyncio.to_thread(
-            lambda: prepare_edit(
-                request,
-                entry,
-                max_bytes=self.settings.max_input_bytes,
-                max_pixels=self.settings.max_input_pixels,
-                prefix=prefix,
-            )
-        )
-        await self._require_fit(entry.id, prepared)
-        return prepared
+    def stop_job(_: Context) -> None:
+        cancel.set()
 
-    async def _require_fit(self, model_id: str, prepared: PreparedJob | None = None) -> None:
-        """MODEL_DOES_NOT_FIT before queueing, so a job that can never run does not wait (the engine checks again)."""
-        job = prepared.job if prepared is not None else None
-        with mapped_errors():
-            if job is None:
-                await asyncio.to_thread(self.engine.require_fit, model_id)
-            else:
-                await asyncio.to_thread(self.engine.require_fit, model_id, job.width, job.height, job.task)
-
-    # ----- run -----
-
-    async def _stream(self, prepared: PreparedJob, context: Context) -> AsyncIterator[Progress | _Result]:
-        """Progress events as they happen, then the result; closing the stream cancels the job."""
-        events: asyncio.Queue[Progress] = asyncio.Queue()
-        task = asyncio.ensure_future(self._execute(prepared, context, events.put_nowait))
-        getter: asyncio.Future[Progress] | None = None
-        try:
-            while True:
-                getter = asyncio.ensure_future(events.get())
-                await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
-                if getter.done():
-                    yield getter.result()
-                    continue
-                # Before draining: a pending getter would otherwise steal an event once we yield.
-                getter.cancel()
-                while not events.empty():
-                    yield events.get_nowait()
-                yield task.result()
-                return
-        finally:
-            if getter is not None:
-                getter.cancel()
-            if not task.done():
-                task.cancel()
-            elif not task.cancelled():
-                # The caller left after the job ended: mark its outcome seen so asyncio does not log it.
-                task.exception()
-
-    async def _execute(self, prepared: PreparedJob, context: Context, on_progress: ProgressSink | None) -> _Result:
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        cancel = threading.Event()
-
-        # A call that ends early (client cancel, deadline) stops its job at the next step.
-        def stop_job(_: Context) -> None:
-            cancel.set()
-
-        context.add_done_callback(stop_job)  # type: ignore[arg-type]  # the stub types the callback as a class
-        job = prepared.job
-        done = await self._submit(
-            job.model_id,
-            lambda progress, stop: self.engine.run(job, progress, stop),
-            on_progress=on_progress,
-            cancel=cancel,
-            priority=prepared.priority,
-            steps=job.steps * job.image_count,
-        )
-        output = done.value
-        encode_started = loop.time()
-        encoded = await asyncio.to_thread(lambda: [encode_image(i, prepared.output_format) for i in output.images])
-        encode_s = loop.time() - encode_started
-        info = generation_info(output, queue_s=done.queue_s, encode_s=encode_s, total_s=loop.time() - started)
-        return generated_images(encoded, output.seeds), info
-
-    async def _submit(
-        self,
-        model_id: str | None,
-        work: Work[T],
-        *,
-        on_progress: ProgressSink | None = None,
-        cancel: threading.Event | None = None,
-        priority: int = 0,
-        steps: int = 0,
-    ) -> Finished[T]:
-        """The worker's `submit` with engine errors mapped; readiness is updated even when the job failed."""
-        try:
-            with mapped_errors():
-                return await self.worker.submit(
-                    model_id, work, on_progress=on_progress, cancel=cancel, priority=priority, steps=steps
-                )
-        finally:
-            await self._report_cleanliness()
-
-    # ----- map -----
-
-    def _plan(self, model_id: str) -> PlanDecision | None:
-        """The planner's decision, or None where it cannot plan (a tiny twin that is not built)."""
-        try:
-            return self.engine.plan(model_id)
-        except ModelNotCachedError:
-            return None
-
-    def _model(self, entry: ModelEntry, available: bool, plan: PlanDecision | None) -> pb.Model:
-        state = self.engine.state_of(entry.id)
-        return model_proto(entry, state, available=available, tiny=self.registry.tiny, plan=plan)
-
-    async def _report_cleanliness(self) -> None:
-        """Readiness follows the engine: NOT_SERVING after an unverified unload, SERVING once clean again."""
-        clean = self.engine.clean
-        if self._on_clean_changed is not None and clean != self._reported_clean:
-            self._reported_clean = clean
-            await self._on_clean_changed(clean)
+    context.add_done_callback(stop_job)  # type: ignore[arg-type]  # the stub types the callback as a class
+    return cancel

@@ -116,6 +116,7 @@ class GpuWorker:
             if len(self._queue) >= self.queue_max:
                 raise QueueFullError(len(self._queue), self._retry_after_s())
             self._queue.push(ticket)
+            self._report_queue_locked()
             position, eta = self._position_locked(ticket)
             # Under the lock: `close` cannot shut the executor down between the push and this.
             self._executor.submit(self._run_next)
@@ -126,6 +127,7 @@ class GpuWorker:
             cancel.set()
             with self._lock:
                 self._queue.remove(ticket)
+                self._report_queue_locked()
             raise
         return Finished(value, job.started - job.submitted)
 
@@ -148,6 +150,7 @@ class GpuWorker:
             if ticket is None:
                 return
             self._running = ticket
+            self._report_queue_locked()
             updates = self._positions_locked()
         for waiting, position, eta in updates:
             waiting.payload.on_progress(
@@ -155,6 +158,7 @@ class GpuWorker:
             )
         job: _Job = ticket.payload
         job.started = time.perf_counter()
+        self.engine.metrics.queue_wait.labels(ticket.model_id or "").observe(job.started - job.submitted)
         resident_before = self.engine.loaded_model_id
         outcome: Any
         failed = False
@@ -171,6 +175,7 @@ class GpuWorker:
         resident_after = self.engine.loaded_model_id
         if resident_after is not None and resident_after != resident_before:
             self.switches += 1
+            self.engine.metrics.switches.inc()
         if not failed and ticket.steps:
             load_s = float(getattr(outcome, "load_s", 0.0))
             if load_s:
@@ -180,6 +185,9 @@ class GpuWorker:
         del outcome, job
 
     # ----- estimates (under the lock) -----
+
+    def _report_queue_locked(self) -> None:
+        self.engine.metrics.set_queue(ticket.model_id for ticket in self._queue.predicted_order(None))
 
     def _positions_locked(self) -> list[tuple[Ticket, int, float]]:
         order = self._queue.predicted_order(self._resident_after_running())

@@ -17,6 +17,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from adgen.ad.v1 import ad_service_pb2 as ad_pb
+from adgen.diffusion.v1 import diffusion_service_pb2 as df_pb
 from adgen.type.v1 import error_reason_pb2
 from adgen_orchestrator.ad_pipeline import AdPipeline
 from adgen_orchestrator.config import OrchestratorSettings
@@ -92,11 +93,7 @@ class AdCore:
                 yield event
 
     async def create_ad(self, request: ad_pb.CreateAdRequest, call: CallInfo) -> ad_pb.CreateAdResponse:
-        async with aclosing(self.stream_create_ad(request, call)) as events:
-            async for event in events:
-                if event.HasField("result"):
-                    return event.result
-        raise Internal(error_reason_pb2.ERROR_REASON_INTERNAL, "The ad pipeline ended without a result.")
+        return (await _final_event(self.stream_create_ad(request, call), "ad")).result
 
     async def stream_edit_ad(
         self, request: ad_pb.EditAdRequest, call: CallInfo, field_prefix: str = ""
@@ -126,11 +123,13 @@ class AdCore:
                 yield event
 
     async def edit_ad(self, request: ad_pb.EditAdRequest, call: CallInfo) -> ad_pb.EditAdResponse:
-        async with aclosing(self.stream_edit_ad(request, call)) as events:
-            async for event in events:
-                if event.HasField("result"):
-                    return event.result
-        raise Internal(error_reason_pb2.ERROR_REASON_INTERNAL, "The edit pipeline ended without a result.")
+        return (await _final_event(self.stream_edit_ad(request, call), "edit")).result
+
+    async def list_models(self, call: CallInfo) -> ad_pb.ListModelsResponse:
+        """The diffusion targets' models as the public API shows them, sorted by id."""
+        budget = self._budget(call.request_id, call, "")
+        reply = await self._pipeline.list_models(budget)
+        return ad_pb.ListModelsResponse(models=[public_model(model) for model in sorted(reply.models, key=_model_id)])
 
     def _shared(
         self,
@@ -163,6 +162,29 @@ class AdCore:
         )
 
 
+def public_model(model: df_pb.Model) -> ad_pb.Model:
+    """The caller-facing part of a diffusion model: no weights source, memory figures or load state."""
+    return ad_pb.Model(
+        id=model.id,
+        display_name=model.display_name,
+        tasks=[_PUBLIC_TASKS[task] for task in model.tasks if task in _PUBLIC_TASKS],
+        license=model.license,
+        commercial_use=model.commercial_use,
+        fits=model.plan.fits,
+        plan_summary=model.plan.summary,
+    )
+
+
+_PUBLIC_TASKS = {
+    df_pb.MODEL_TASK_TEXT_TO_IMAGE: ad_pb.MODEL_TASK_TEXT_TO_IMAGE,
+    df_pb.MODEL_TASK_IMAGE_EDIT: ad_pb.MODEL_TASK_IMAGE_EDIT,
+}
+
+
+def _model_id(model: df_pb.Model) -> str:
+    return model.id
+
+
 def _byte_size(event: Message) -> int:
     return event.ByteSize()
 
@@ -189,3 +211,13 @@ def _feed(digest: hashlib._Hash, message: Message, skip: str = "") -> None:
             digest.update(b"}")
         else:
             digest.update(b"%d:v%s;" % (field.number, repr(value).encode()))
+
+
+async def _final_event(events: AsyncGenerator[E, None], pipeline: str) -> E:
+    """The unary form of a stream: its last event, the one with the `result`; the stream (and its job) is
+    closed on the way out."""
+    async with aclosing(events) as stream:
+        async for event in stream:
+            if event.HasField("result"):
+                return event
+    raise Internal(error_reason_pb2.ERROR_REASON_INTERNAL, f"The {pipeline} pipeline ended without a result.")

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from google.protobuf import duration_pb2
+from prometheus_client import CollectorRegistry
 
 from adgen.ad.v1 import ad_service_pb2 as ad_pb
 from adgen.copywriter.v1 import copywriter_service_pb2 as cw_pb
@@ -16,8 +17,10 @@ from adgen.diffusion.v1 import diffusion_service_pb2 as df_pb
 from adgen.type.v1 import error_reason_pb2, image_pb2
 from adgen_orchestrator.downstream import CallBudget, CopywriterClient, DiffusionClient
 from adgen_orchestrator.imaging import Overlay, deliver
+from adgen_orchestrator.metrics import StageMetrics
 from adgen_orchestrator.overlay import FontUnavailableError
 from adgen_orchestrator.provenance import ContentLabel, SourceType
+from adgen_orchestrator.routing import DiffusionRouter
 from adgen_orchestrator.sizing import Size, SizeRules, generation_size
 from adgen_orchestrator.validation import CreateAdSpec, EditAdSpec
 from adgen_runtime.errors import FailedPrecondition, Internal, NotFound
@@ -83,17 +86,36 @@ _TASK_WORDS = {df_pb.MODEL_TASK_TEXT_TO_IMAGE: "generate images from text", df_p
 class AdPipeline:
     """Keyword → copy → one image per variant; photo + request → instruction → edited photo."""
 
-    def __init__(self, copywriter: CopywriterClient, diffusion: DiffusionClient, font_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        copywriter: CopywriterClient,
+        diffusion: DiffusionRouter,
+        font_path: Path | None = None,
+        metrics: StageMetrics | None = None,
+    ) -> None:
+        self._metrics = metrics or StageMetrics(CollectorRegistry())
         self._copywriter = copywriter
         self._diffusion = diffusion
         self._font_path = font_path
-        self._catalog = ModelCatalog(diffusion)
+        self._catalogs: dict[DiffusionClient, ModelCatalog] = {}
+
+    async def list_models(self, budget: CallBudget) -> df_pb.ListModelsResponse:
+        """Every model of every diffusion target the route table names, asked afresh."""
+        return await self._diffusion.list_models(budget)
+
+    def _routed(self, model_id: str, task: df_pb.ModelTask.ValueType) -> tuple[DiffusionClient, ModelCatalog]:
+        """The diffusion client the route table picks for the model, and the catalog of that target's models:
+        a model is looked up where its jobs will run."""
+        client = self._diffusion.client_for(model_id, task)
+        return client, self._catalogs.setdefault(client, ModelCatalog(client))
 
     async def create_ad(self, spec: CreateAdSpec, budget: CallBudget) -> AsyncIterator[ad_pb.StreamCreateAdResponse]:
         """Yields the copy, each variant's progress and image, then the finished ad."""
         started = time.monotonic()
-        model = await self._catalog.model_for(spec.model_id, df_pb.MODEL_TASK_TEXT_TO_IMAGE, budget)
-        copy = await self._copywriter.generate_copy(_copy_request(spec), budget)
+        diffusion, catalog = self._routed(spec.model_id, df_pb.MODEL_TASK_TEXT_TO_IMAGE)
+        model = await catalog.model_for(spec.model_id, df_pb.MODEL_TASK_TEXT_TO_IMAGE, budget)
+        with self._metrics.timed("CreateAd", "copy"):
+            copy = await self._copywriter.generate_copy(_copy_request(spec), budget)
         ad_copy = _ad_copy(copy, disclose_ai=spec.ai_disclosure)
         yield ad_pb.StreamCreateAdResponse(copy=ad_copy)
 
@@ -103,7 +125,7 @@ class AdPipeline:
         images: list[ad_pb.AdImage] = []
         runs: list[df_pb.GenerationInfo] = []
         for index, prompt in enumerate(_variant_prompts(copy, spec.variant_count)):
-            async for event in self._render_variant(spec, index, prompt, render_size, overlay, budget, runs):
+            async for event in self._render_variant(diffusion, spec, index, prompt, render_size, overlay, budget, runs):
                 if event.HasField("image"):
                     images.append(event.image)
                 yield event
@@ -122,6 +144,7 @@ class AdPipeline:
 
     async def _render_variant(
         self,
+        diffusion: DiffusionClient,
         spec: CreateAdSpec,
         index: int,
         prompt: str,
@@ -143,16 +166,18 @@ class AdPipeline:
             request_id=spec.request_id,
         )
         result: df_pb.GenerateResponse | None = None
-        async for event in self._diffusion.stream_generate(request, budget):
-            if event.HasField("progress"):
-                progress = ad_pb.VariantProgress(variant_index=index, progress=event.progress)
-                yield ad_pb.StreamCreateAdResponse(progress=progress)
-            elif event.HasField("result"):
-                result = event.result
-                runs.append(result.info)
+        with self._metrics.timed("CreateAd", "generate"):
+            async for event in diffusion.stream_generate(request, budget):
+                if event.HasField("progress"):
+                    progress = ad_pb.VariantProgress(variant_index=index, progress=event.progress)
+                    yield ad_pb.StreamCreateAdResponse(progress=progress)
+                elif event.HasField("result"):
+                    result = event.result
+                    runs.append(result.info)
         generated = _only_image(result, "diffusion", budget)
         label = ContentLabel(SourceType.GENERATED, spec.model_id, generated.seed, prompt)
-        image = await _deliver(generated.image.data, spec.size, spec.output_format, label, overlay)
+        with self._metrics.timed("CreateAd", "deliver"):
+            image = await _deliver(generated.image.data, spec.size, spec.output_format, label, overlay)
         yield ad_pb.StreamCreateAdResponse(
             image=ad_pb.AdImage(variant_index=index, image=image, seed=generated.seed, image_prompt=prompt)
         )
@@ -160,13 +185,15 @@ class AdPipeline:
     async def edit_ad(self, spec: EditAdSpec, budget: CallBudget) -> AsyncIterator[ad_pb.StreamEditAdResponse]:
         """Yields the edit job's progress, then the edited photo at the original size."""
         started = time.monotonic()
-        await self._catalog.model_for(spec.model_id, df_pb.MODEL_TASK_IMAGE_EDIT, budget)
-        written = await self._copywriter.write_edit_instruction(
-            cw_pb.WriteEditInstructionRequest(
-                request=spec.instruction, target_model_id=spec.model_id, request_id=spec.request_id
-            ),
-            budget,
-        )
+        diffusion, catalog = self._routed(spec.model_id, df_pb.MODEL_TASK_IMAGE_EDIT)
+        await catalog.model_for(spec.model_id, df_pb.MODEL_TASK_IMAGE_EDIT, budget)
+        with self._metrics.timed("EditAd", "copy"):
+            written = await self._copywriter.write_edit_instruction(
+                cw_pb.WriteEditInstructionRequest(
+                    request=spec.instruction, target_model_id=spec.model_id, request_id=spec.request_id
+                ),
+                budget,
+            )
         request = df_pb.EditRequest(
             model_id=spec.model_id,
             image=image_pb2.Image(data=spec.photo.data),
@@ -178,15 +205,17 @@ class AdPipeline:
             request_id=spec.request_id,
         )
         result: df_pb.EditResponse | None = None
-        async for event in self._diffusion.stream_edit(request, budget):
-            if event.HasField("progress"):
-                yield ad_pb.StreamEditAdResponse(progress=event.progress)
-            elif event.HasField("result"):
-                result = event.result
+        with self._metrics.timed("EditAd", "edit"):
+            async for event in diffusion.stream_edit(request, budget):
+                if event.HasField("progress"):
+                    yield ad_pb.StreamEditAdResponse(progress=event.progress)
+                elif event.HasField("result"):
+                    result = event.result
         edited = _only_image(result, "diffusion", budget)
         label = ContentLabel(SourceType.EDITED, spec.model_id, edited.seed, written.instruction)
         overlay = Overlay(ai_badge=spec.ai_disclosure, font_path=self._font_path)
-        image = await _deliver(edited.image.data, spec.photo.size, spec.output_format, label, overlay)
+        with self._metrics.timed("EditAd", "deliver"):
+            image = await _deliver(edited.image.data, spec.photo.size, spec.output_format, label, overlay)
         yield ad_pb.StreamEditAdResponse(
             result=ad_pb.EditAdResponse(
                 image=image,

@@ -9,20 +9,29 @@ from pydantic import Field, FilePath, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from adgen_orchestrator.overlay import FontUnavailableError, find_korean_font
-from adgen_runtime.settings import ServerSettings
+from adgen_orchestrator.routing import RouteError, check_routes
+from adgen_runtime.settings import PhotoLimitSettings, ServerSettings
 
 # What a browser sends as Origin: scheme, host and optional port, nothing after them.
 _ORIGIN = re.compile(r"https?://[^\s/?#]+")
 
 
-class OrchestratorSettings(ServerSettings):
+class OrchestratorSettings(PhotoLimitSettings, ServerSettings):
     """Everything the orchestrator reads from the environment."""
 
     model_config = SettingsConfigDict(env_prefix="ADGEN_ORCHESTRATOR_")
 
     port: int = Field(50051, ge=0, le=65535, description="Port to bind; 0 picks a free one.")
     copywriter_target: str = Field("127.0.0.1:50052", description="host:port of the copywriter service.")
-    diffusion_target: str = Field("127.0.0.1:50053", description="host:port of the diffusion service.")
+    diffusion_target: str = Field(
+        "127.0.0.1:50053", description="gRPC target of the diffusion service for every model no route names."
+    )
+    diffusion_routes: dict[str, str] = Field(
+        default_factory=dict,
+        description='JSON map from a model id or task ("text-to-image", "edit") to the diffusion target serving it '
+        '(host:port, dns:///name:port, ipv4:host:port,host:port), e.g. {"edit": "dns:///diffusion-edit:50053"}. '
+        "A model id is looked up first, then its task, then the diffusion target.",
+    )
     default_model_id: str = Field("flux2-klein-4b", description="Text-to-image model used when CreateAd names none.")
     fast_model_id: str = Field("flux2-klein-4b", description="Text-to-image model of quality_preference FAST.")
     quality_model_id: str = Field("z-image-turbo", description="Text-to-image model of quality_preference QUALITY.")
@@ -35,10 +44,6 @@ class OrchestratorSettings(ServerSettings):
     )
     deadline_margin_s: float = Field(
         0.2, ge=0, description="Time kept back from the caller's deadline so downstream errors still reach it."
-    )
-    max_input_bytes: int = Field(20 * 1024 * 1024, ge=1, description="Largest accepted photo file for EditAd.")
-    max_input_pixels: int = Field(
-        40_000_000, ge=1, description="Largest accepted photo for EditAd, in pixels (guards against bombs)."
     )
     http_enabled: bool = Field(True, description="Serve the HTTP/JSON (Connect) and gRPC-Web edge next to gRPC.")
     http_port: int = Field(8080, ge=0, le=65535, description="Port of the HTTP edge; 0 picks a free one.")
@@ -68,6 +73,14 @@ class OrchestratorSettings(ServerSettings):
             if origin != "*" and not _ORIGIN.fullmatch(origin):
                 raise ValueError(f'{origin[:100]!r} is not "*" or an origin such as https://app.example (no path)')
         return origins
+
+    @field_validator("diffusion_routes")
+    @classmethod
+    def _routes_are_routes(cls, routes: dict[str, str]) -> dict[str, str]:
+        try:
+            return check_routes(routes)
+        except RouteError as error:
+            raise ValueError(str(error)) from None
 
     @field_validator("overlay_font_path")
     @classmethod

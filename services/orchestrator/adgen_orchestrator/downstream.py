@@ -33,6 +33,7 @@ from adgen_runtime.errors import (
     Reason,
     ServiceError,
     Unavailable,
+    reason_name,
 )
 from adgen_wire.channel import REQUEST_ID_METADATA_KEY
 
@@ -114,17 +115,15 @@ class DownstreamError(ServiceError):
 
 
 def rich_status(error: aio.AioRpcError) -> status_pb2.Status | None:
-    """The `google.rpc.Status` a server attached to an error, if any."""
-    metadata = error.trailing_metadata()
-    raw: Any = metadata.get(STATUS_DETAILS_METADATA_KEY) if metadata is not None else None
-    if not isinstance(raw, bytes):
-        return None
-    status = status_pb2.Status()
+    """The `google.rpc.Status` a server attached to an error, if any.
+
+    A trailer that is corrupt or disagrees with the call's code or message is treated as no details at all.
+    """
     try:
-        status.ParseFromString(raw)
-    except DecodeError:  # A corrupt trailer is treated as no details at all.
+        status: status_pb2.Status | None = rpc_status.from_call(error)
+    except (DecodeError, ValueError):
         return None
-    return status if status.code == error.code().value[0] else None
+    return status
 
 
 def map_downstream_error(
@@ -307,6 +306,11 @@ def _is_queue_full(error: ServiceError) -> bool:
     return error.code == grpc.StatusCode.RESOURCE_EXHAUSTED and error.reason == _R.ERROR_REASON_QUEUE_FULL
 
 
+def _is_refusal(error: ServiceError) -> bool:
+    """A job turned away before it was queued: a full queue, or a replica draining or gone (UNAVAILABLE)."""
+    return _is_queue_full(error) or error.code == grpc.StatusCode.UNAVAILABLE
+
+
 @dataclass(eq=False)
 class WaitingPlace:
     """One job's place in the waiting room."""
@@ -383,12 +387,18 @@ class DiffusionClient:
         *,
         connect_wait_s: float = CONNECT_WAIT_S,
         waiting_max: int = DIFFUSION_WAITING_MAX,
+        reroutes: int = 0,
     ) -> None:
         self._channel = channel
         self._stub = df_grpc.DiffusionServiceStub(channel)
         self._timeout_s = timeout_s
         self._connect_wait_s = connect_wait_s
         self.waiting_room = WaitingRoom(waiting_max)
+        # On a channel that balances over replicas, a job refused before it was queued is started again at
+        # once, at most this many times: round robin sends each try to the next ready replica. Bounded by
+        # the replica count (see routing.reroutes_of) and by the caller's deadline, so a fleet that is full
+        # everywhere costs a few quick refusals, then the waiting room as on one server.
+        self._reroutes = reroutes
 
     async def list_models(self, budget: CallBudget) -> df_pb.ListModelsResponse:
         await _connected(self._channel, self.SERVICE, budget, self._timeout_s, self._connect_wait_s)
@@ -420,8 +430,10 @@ class DiffusionClient:
     async def _admitted(
         self, start: Callable[[], aio.UnaryStreamCall[Any, _Event]], budget: CallBudget
     ) -> AsyncIterator[_Event]:
-        """The job's events; while the diffusion queue is full, the job waits in the waiting room."""
+        """The job's events; a refused job is tried on other replicas, then waits in the waiting room while
+        the diffusion queue is full."""
         place: WaitingPlace | None = None
+        reroutes_left = self._reroutes
         try:
             while True:
                 await _connected(self._channel, self.SERVICE, budget, self._timeout_s, self._connect_wait_s)
@@ -432,12 +444,21 @@ class DiffusionClient:
                         yield event
                     return
                 except ServiceError as error:
-                    if admitted or not _is_queue_full(error):
+                    if admitted or not _is_refusal(error):
+                        raise
+                    if reroutes_left > 0 and budget.left_s(self._timeout_s) > 0:
+                        reroutes_left -= 1
+                        _LOGGER.info(
+                            "diffusion replica refused the job (%s): trying another", reason_name(error.reason)
+                        )
+                        continue
+                    if not _is_queue_full(error):
                         raise
                     if place is None:
                         place = self.waiting_room.enter(error)
                     waited = time.monotonic() - place.entered
                     await place.wait_turn(error, min(budget.left_s(self._timeout_s), self._timeout_s - waited))
+                    reroutes_left = self._reroutes
                 finally:
                     if admitted:
                         self.waiting_room.job_left()
@@ -462,6 +483,12 @@ class WatchedService:
     label: str
     channel: aio.Channel
     health_name: str
+    # Ready while the channel is READY rather than by Health.Watch: for a channel balancing over replicas with
+    # client-side health checking, READY means at least one replica is connected and SERVING.
+    by_connectivity: bool = False
+    # Whether the orchestrator's readiness waits for it. A pool that may scale to zero (the fleet's edit pool)
+    # must not take CreateAd down with it; its calls fail fast with UNAVAILABLE while it is empty.
+    gates_readiness: bool = True
 
 
 class DownstreamHealth:
@@ -483,8 +510,8 @@ class DownstreamHealth:
 
     @property
     def ready(self) -> bool:
-        """Whether every watched service last said SERVING."""
-        return all(self._serving.values())
+        """Whether every watched service that gates readiness last said SERVING."""
+        return all(self._serving[service.label] for service in self._watched if service.gates_readiness)
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._watch(service)) for service in self._watched]
@@ -496,6 +523,9 @@ class DownstreamHealth:
         self._tasks = []
 
     async def _watch(self, service: WatchedService) -> None:
+        if service.by_connectivity:
+            await self._follow_connectivity(service)
+            return
         stub = health_pb2_grpc.HealthStub(service.channel)
         request = health_pb2.HealthCheckRequest(service=service.health_name)
         while True:
@@ -512,6 +542,13 @@ class DownstreamHealth:
             await self._update(service.label, False)
             if not answered:  # Not a health server, or not ours: try again later, not in a busy loop.
                 await asyncio.sleep(_WATCH_RETRY_S)
+
+    async def _follow_connectivity(self, service: WatchedService) -> None:
+        state = service.channel.get_state(try_to_connect=True)
+        while True:
+            await self._update(service.label, state == grpc.ChannelConnectivity.READY)
+            await service.channel.wait_for_state_change(state)
+            state = service.channel.get_state(try_to_connect=True)
 
     async def _update(self, label: str, serving: bool) -> None:
         self._serving[label] = serving

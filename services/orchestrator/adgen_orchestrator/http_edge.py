@@ -31,11 +31,12 @@ from connectrpc.code import Code
 from connectrpc.codec import Codec
 from connectrpc.errors import ConnectError, ErrorDetail
 from connectrpc.request import RequestContext
-from google.protobuf import json_format, message_factory
+from google.protobuf import descriptor_pool, json_format, message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import DecodeError
 from google.protobuf.message import Message as ProtoMessage
 from google.rpc import status_pb2
+from grpc_status import rpc_status
 from protobuf.wkt import Any as ConnectAny
 
 from adgen.ad.v1 import ad_service_pb2 as ad_pb
@@ -115,6 +116,15 @@ class ConnectAdService:
             async for event in self._core.stream_edit_ad(request.request, call, field_prefix="request."):
                 yield event
 
+    async def list_models(
+        self,
+        request: ad_pb.ListModelsRequest,
+        ctx: RequestContext[ad_pb.ListModelsRequest, ad_pb.ListModelsResponse],
+        /,
+    ) -> ad_pb.ListModelsResponse:
+        with _connect_call(ctx, "") as call:
+            return await self._core.list_models(call)
+
 
 @contextmanager
 def _connect_call(ctx: RequestContext[Any, Any], body_request_id: str) -> Iterator[CallInfo]:
@@ -156,10 +166,28 @@ def connect_error(error: ServiceError) -> ConnectError:
 
 
 def _rich_status(error: ServiceError) -> status_pb2.Status:
-    for key, value in bounded_grpc_status(error.to_status()).trailing_metadata:
-        if key == STATUS_DETAILS_METADATA_KEY and isinstance(value, bytes):
-            return status_pb2.Status.FromString(value)
-    return status_pb2.Status(message=error.message)
+    bounded = bounded_grpc_status(error.to_status())
+    try:
+        status: status_pb2.Status | None = rpc_status.from_call(_FinishedCall(bounded))
+    except ValueError:  # Details that disagree with the code: send the code and message alone.
+        status = None
+    return status if status is not None else status_pb2.Status(message=error.message)
+
+
+class _FinishedCall:
+    """A status we built ourselves, shown as the finished call `rpc_status.from_call` reads."""
+
+    def __init__(self, status: grpc.Status) -> None:
+        self._status = status
+
+    def code(self) -> grpc.StatusCode:
+        return self._status.code
+
+    def details(self) -> str:
+        return self._status.details
+
+    def trailing_metadata(self) -> Sequence[tuple[str, str | bytes]]:
+        return tuple(self._status.trailing_metadata)
 
 
 def _connect_code(code: grpc.StatusCode) -> Code:
@@ -590,8 +618,7 @@ class _RewrittenResponse:
             return
         body = bytes(self._held_body)
         error = self._rewritten_connect_error(body)
-        if error is not None:
-            body = connect_error_json(error)
+        body = connect_error_json(error) if error is not None else _with_debug_body(body)
         headers = [(k, v) for k, v in held.get("headers", ()) if bytes(k).lower() != b"content-length"]
         await self._send({**held, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
         await self._send({"type": "http.response.body", "body": body, "more_body": False})
@@ -630,6 +657,9 @@ class _RewrittenResponse:
         except ValueError:
             return chunk
         wire = end.get("error") if isinstance(end, dict) else None
+        if isinstance(wire, dict) and _has_error_info(wire) and _with_debug_details(wire):
+            encoded = json.dumps(end, ensure_ascii=False).encode()
+            return struct.pack(">BI", _END_STREAM, len(encoded)) + encoded
         if not isinstance(wire, dict) or _has_error_info(wire):
             return chunk
         code = Code(wire["code"]) if wire.get("code") in _CONNECT_CODES else Code.UNKNOWN
@@ -720,13 +750,46 @@ def _media_type(content_type: str) -> str:
 def connect_error_json(error: ServiceError) -> bytes:
     """Connect's JSON form of `error` (an error response body, or the `error` of an end-of-stream message)."""
     status = _rich_status(error)
-    details = [
-        # Connect sends the type name, not the URL, and unpadded base64.
-        {"type": detail.type_url.rpartition("/")[2], "value": base64.b64encode(detail.value).decode().rstrip("=")}
-        for detail in status.details
-    ]
+    details = [_connect_detail(detail.type_url.rpartition("/")[2], detail.value) for detail in status.details]
     body = {"code": _connect_code(error.code).value, "message": status.message, "details": details}
     return json.dumps(body, ensure_ascii=False).encode()
+
+
+def _connect_detail(type_name: str, value: bytes) -> dict[str, Any]:
+    """One Connect error detail: the type name (not the URL), unpadded base64 and, as connectrpc's own
+    clients show it, the message as JSON under `debug` when its type is known here."""
+    detail: dict[str, Any] = {"type": type_name, "value": base64.b64encode(value).decode().rstrip("=")}
+    try:
+        descriptor = descriptor_pool.Default().FindMessageTypeByName(type_name)
+        detail["debug"] = json_format.MessageToDict(message_factory.GetMessageClass(descriptor).FromString(value))
+    except (KeyError, DecodeError):
+        pass  # An unknown or unreadable detail still travels, just without its readable form.
+    return detail
+
+
+def _with_debug_details(wire: dict[str, Any]) -> bool:
+    """Adds `debug` to the details of Connect error JSON `wire` that lack it; True if any changed."""
+    changed = False
+    for index, detail in enumerate(wire.get("details") or ()):
+        if isinstance(detail, dict) and "debug" not in detail and isinstance(detail.get("value"), str):
+            try:
+                value = base64.b64decode(detail["value"] + "=" * (-len(detail["value"]) % 4))
+            except binascii.Error:
+                continue
+            wire["details"][index] = {**detail, **_connect_detail(str(detail.get("type", "")), value)}
+            changed = changed or "debug" in wire["details"][index]
+    return changed
+
+
+def _with_debug_body(body: bytes) -> bytes:
+    """Connect error JSON `body` (connectrpc's, for an error that already has its details) with `debug` added."""
+    try:
+        wire = json.loads(body)
+    except ValueError:
+        return body
+    if not isinstance(wire, dict) or not _with_debug_details(wire):
+        return body
+    return json.dumps(wire, ensure_ascii=False).encode()
 
 
 def grpc_status_fields(error: ServiceError) -> list[tuple[str, str]]:

@@ -4,26 +4,18 @@ from __future__ import annotations
 
 import io
 import math
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
 from adgen.type.v1 import ad_pb2, image_pb2
 from adgen_orchestrator.overlay import draw_ai_badge, draw_headline
 from adgen_orchestrator.provenance import ContentLabel, encode_labelled
 from adgen_orchestrator.sizing import Size
+from adgen_runtime.photos import open_photo
+from adgen_wire.formats import PILLOW_FORMATS
 
-PILLOW_FORMATS: dict[image_pb2.ImageFormat.ValueType, str] = {
-    image_pb2.IMAGE_FORMAT_PNG: "PNG",
-    image_pb2.IMAGE_FORMAT_JPEG: "JPEG",
-    image_pb2.IMAGE_FORMAT_WEBP: "WEBP",
-}
-_FORMAT_ENUMS = {name: value for value, name in PILLOW_FORMATS.items()}
-# The diffusion service refuses photos longer than 8:1 for every edit model (adgen_diffusion.images); the same
-# rule here turns such a photo away before it costs a copywriter call.
-MAX_PHOTO_ASPECT = 8.0
 # The legal size grid stretches a render by a few percent at most; a larger mismatch means the model could
 # not render the delivered shape, and a crop keeps proportions where a stretch would distort them.
 _MAX_STRETCH = math.log(1.1)
@@ -40,10 +32,6 @@ class Overlay:
     font_path: Path | None = None
 
 
-class PhotoRejectedError(ValueError):
-    """An uploaded photo we cannot use; the message is written for the caller."""
-
-
 @dataclass(frozen=True)
 class Photo:
     """An uploaded photo, upright, ready to send downstream."""
@@ -53,53 +41,18 @@ class Photo:
 
 
 def read_photo(data: bytes, *, max_bytes: int, max_pixels: int) -> Photo:
-    """Decodes an upload fully (so truncation shows), rejecting non-images and bombs.
+    """The upload checked by the shared rule (adgen_runtime.photos: InvalidImageError says what is wrong).
 
     A photo with an EXIF rotation is re-encoded upright, so "the original size" means the
-    size people see, whatever the edit model does with EXIF.
+    size people see, whatever the edit model does with EXIF; any other is sent on as it came.
     """
-    if not data:
-        raise PhotoRejectedError("must contain a PNG, JPEG or WebP photo")
-    if len(data) > max_bytes:
-        raise PhotoRejectedError(f"is larger than the {max_bytes // (1024 * 1024)} MiB limit")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
-                if image.format not in _FORMAT_ENUMS:
-                    raise PhotoRejectedError("must be a PNG, JPEG or WebP photo")
-                if image.width * image.height > max_pixels:
-                    raise PhotoRejectedError(f"has more than {max_pixels} pixels")
-                _check_aspect(image.width, image.height)
-                image.load()
-                rotated = image.getexif().get(ExifTags.Base.Orientation, 1) not in (0, 1)
-                upright = ImageOps.exif_transpose(image) if rotated else None
-    except PhotoRejectedError:
-        raise
-    except (
-        UnidentifiedImageError,
-        OSError,
-        SyntaxError,
-        ValueError,
-        Image.DecompressionBombError,
-        Image.DecompressionBombWarning,
-    ) as error:
-        raise PhotoRejectedError("is not a decodable PNG, JPEG or WebP image") from error
-    if upright is None:
-        return Photo(data, Size(image.width, image.height))
+    photo = open_photo(data, max_bytes=max_bytes, max_pixels=max_pixels)
+    size = Size(photo.image.width, photo.image.height)
+    if not photo.turned:
+        return Photo(data, size)
     buffer = io.BytesIO()
-    upright.save(buffer, "PNG")
-    return Photo(buffer.getvalue(), Size(upright.width, upright.height))
-
-
-def _check_aspect(width: int, height: int) -> None:
-    ratio = max(width, height) / max(min(width, height), 1)
-    if ratio > MAX_PHOTO_ASPECT:
-        shown = f"{ratio:.2f}".rstrip("0").rstrip(".")
-        raise PhotoRejectedError(
-            f"is {width}x{height}, an aspect ratio of {shown}:1; photos up to {MAX_PHOTO_ASPECT:g}:1 can be edited, "
-            "so crop it closer to its subject first"
-        )
+    photo.image.save(buffer, "PNG")
+    return Photo(buffer.getvalue(), size)
 
 
 def deliver(

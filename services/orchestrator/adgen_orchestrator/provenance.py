@@ -2,7 +2,9 @@
 
 Korea's AI Basic Act (in force since 2026-01-22) asks that generated outputs be marked as
 such; IPTC `DigitalSourceType` in XMP is what platforms such as Meta read. A `ContentSigner`
-is the seam for C2PA manifests: the default signs nothing.
+is the seam for C2PA manifests: the default signs nothing. It has no production signer yet and is
+kept on purpose: issue #16 signs every delivered image with c2pa-python when a certificate is configured,
+and that signer plugs in here, last, because the manifest hashes the encoded bytes.
 """
 
 from __future__ import annotations

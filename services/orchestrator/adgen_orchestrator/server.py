@@ -5,6 +5,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from grpc import aio
+from opentelemetry.instrumentation.grpc import aio_client_interceptors
+
 from adgen.ad.v1 import ad_service_pb2_grpc as ad_grpc
 from adgen.copywriter.v1 import copywriter_service_pb2 as cw_pb
 from adgen.diffusion.v1 import diffusion_service_pb2 as df_pb
@@ -13,14 +16,16 @@ from adgen_orchestrator.ad_pipeline import AdPipeline
 from adgen_orchestrator.config import OrchestratorSettings
 from adgen_orchestrator.downstream import CopywriterClient, DiffusionClient, DownstreamHealth, WatchedService
 from adgen_orchestrator.http_edge import HttpEdge, create_http_app
+from adgen_orchestrator.metrics import StageMetrics
+from adgen_orchestrator.routing import DiffusionRouter, RouteTable
 from adgen_orchestrator.servicer import SERVICE_NAME, AdServicer
 from adgen_runtime.server import RunningServer, ServiceBinding, run_service, start_server
+from adgen_runtime.telemetry import Telemetry
 from adgen_wire.channel import create_aio_channel
 
 _LOGGER = logging.getLogger(__name__)
 
 COPYWRITER_SERVICE = cw_pb.DESCRIPTOR.services_by_name["CopywriterService"].full_name
-DIFFUSION_SERVICE = df_pb.DESCRIPTOR.services_by_name["DiffusionService"].full_name
 
 
 @dataclass
@@ -30,32 +35,37 @@ class OrchestratorServer(RunningServer):
     http_port: int | None = None
 
 
-async def create_server(settings: OrchestratorSettings) -> OrchestratorServer:
+async def create_server(settings: OrchestratorSettings, telemetry: Telemetry | None = None) -> OrchestratorServer:
     """Starts the AdService over gRPC on `settings.host:port` and, unless turned off, over
     HTTP (Connect, gRPC-Web) on `settings.http_port`, both calling one AdCore.
 
-    Liveness ("") is SERVING once started; readiness (the AdService) is SERVING while both the
-    copywriter and the diffusion service report SERVING, since every call needs both. Both front
-    ends drain together within `settings.shutdown_grace_s`.
+    Liveness ("") is SERVING once started; readiness (the AdService) is SERVING while the copywriter
+    and the diffusion target of the default text-to-image model report SERVING (a target of many replicas: at least
+    one of them), since every call needs both services. Both front ends drain together within
+    `settings.shutdown_grace_s`. With tracing on, the downstream calls carry the trace onward.
     """
+    telemetry = telemetry or Telemetry.from_settings(settings, SERVICE_NAME)
+    interceptors: list[aio.ClientInterceptor] = []
+    if telemetry.tracing is not None:
+        interceptors = aio_client_interceptors(tracer_provider=telemetry.tracing)  # type: ignore[no-untyped-call]
     # No retries on these hops: the SDK retries UNAVAILABLE at the edge, and the copywriter already retried its LLM.
     copywriter_channel = create_aio_channel(
-        settings.copywriter_target, settings.max_message_bytes, retry_unavailable=False
+        settings.copywriter_target, settings.max_message_bytes, retry_unavailable=False, interceptors=interceptors
     )
-    diffusion_channel = create_aio_channel(
-        settings.diffusion_target, settings.max_message_bytes, retry_unavailable=False
-    )
+    routes = RouteTable(settings.diffusion_routes, settings.diffusion_target)
+    diffusion = DiffusionRouter(routes, settings.max_message_bytes, settings.diffusion_timeout_s, interceptors)
     pipeline = AdPipeline(
         CopywriterClient(copywriter_channel, settings.copywriter_timeout_s),
-        DiffusionClient(diffusion_channel, settings.diffusion_timeout_s),
+        diffusion,
         font_path=settings.overlay_font_path,
+        metrics=StageMetrics(telemetry.metrics),
     )
     core = AdCore(pipeline, settings)
     servicer = AdServicer(core)
 
     async def close_channels() -> None:
         await copywriter_channel.close()
-        await diffusion_channel.close()
+        await diffusion.close()
 
     http: HttpEdge | None = None
     try:
@@ -70,6 +80,7 @@ async def create_server(settings: OrchestratorSettings) -> OrchestratorServer:
                     SERVICE_NAME, lambda server: ad_grpc.add_AdServiceServicer_to_server(servicer, server), False
                 )
             ],
+            telemetry,
         )
     except BaseException:
         if http is not None:
@@ -83,7 +94,11 @@ async def create_server(settings: OrchestratorSettings) -> OrchestratorServer:
     downstream_health = DownstreamHealth(
         [
             WatchedService(CopywriterClient.SERVICE, copywriter_channel, COPYWRITER_SERVICE),
-            WatchedService(DiffusionClient.SERVICE, diffusion_channel, DIFFUSION_SERVICE),
+            # CreateAd's default model gates readiness; other pools may be empty (scaled to zero) for a while.
+            *diffusion.watched(
+                DiffusionClient.SERVICE,
+                gating_target=routes.target_for(settings.default_model_id, df_pb.MODEL_TASK_TEXT_TO_IMAGE),
+            ),
         ],
         follow_downstreams,
     )
@@ -91,13 +106,15 @@ async def create_server(settings: OrchestratorSettings) -> OrchestratorServer:
     if http is not None:
         running.front_ends.append(http)
     running.on_shutdown.extend([downstream_health.close, close_channels])
-    _LOGGER.info("copywriter at %s, diffusion at %s", settings.copywriter_target, settings.diffusion_target)
+    _LOGGER.info("copywriter at %s, diffusion at %s", settings.copywriter_target, ", ".join(routes.targets))
     return OrchestratorServer(
         server=running.server,
         port=running.port,
         health=running.health,
         service_names=running.service_names,
         calls=running.calls,
+        telemetry=running.telemetry,
+        metrics_port=running.metrics_port,
         front_ends=running.front_ends,
         on_shutdown=running.on_shutdown,
         http_port=http.port if http is not None else None,

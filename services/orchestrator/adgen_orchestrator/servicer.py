@@ -37,6 +37,9 @@ class AdServicer(ad_grpc.AdServiceServicer):
         async for event in self._core.stream_edit_ad(request.request, _call(context), field_prefix="request."):
             yield event
 
+    async def ListModels(self, request: ad_pb.ListModelsRequest, context: Context) -> ad_pb.ListModelsResponse:
+        return await self._core.list_models(_call(context))
+
 
 def _call(context: Context) -> CallInfo:
     # The RequestContextInterceptor has set the call's request id (the caller's or a new one).

@@ -9,13 +9,15 @@ from typing import Any, Protocol
 
 from adgen.ad.v1 import ad_service_pb2 as ad_pb
 from adgen.type.v1 import ad_pb2, error_reason_pb2, image_pb2
-from adgen_orchestrator.imaging import PILLOW_FORMATS, Photo, PhotoRejectedError, read_photo
+from adgen_orchestrator.imaging import Photo, read_photo
 from adgen_orchestrator.sizing import MAX_DELIVERED_SIDE, MIN_DELIVERED_SIDE, Size, placement_size
 from adgen_runtime.errors import BadField, Reason, invalid_fields
 from adgen_runtime.logs import REQUEST_ID_RULE, is_request_id
+from adgen_runtime.photos import InvalidImageError
 from adgen_runtime.text import control_character_violation
+from adgen_wire.formats import PILLOW_FORMATS
+from adgen_wire.limits import MAX_VARIANTS
 
-MAX_VARIANTS = 4
 MAX_SEED = 2**32 - 1  # Random seeds stay small so seed + i never wraps.
 _R = error_reason_pb2
 
@@ -142,7 +144,7 @@ def parse_edit_request(
     photo = None
     try:
         photo = read_photo(request.image.data, max_bytes=max_input_bytes, max_pixels=max_input_pixels)
-    except PhotoRejectedError as rejected:
+    except InvalidImageError as rejected:
         bad.add("image.data", str(rejected), _R.ERROR_REASON_INVALID_IMAGE)
     instruction = request.instruction.strip()
     if not instruction:

@@ -15,6 +15,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc import aio
 from grpc_interceptor import AsyncServerInterceptor
 from grpc_interceptor.exception_to_status import AsyncExceptionToStatusInterceptor
+from opentelemetry import trace
 
 from adgen.type.v1 import error_reason_pb2
 from adgen_runtime import Context
@@ -26,7 +27,14 @@ from adgen_runtime.errors import (
     bounded_grpc_status,
     internal_error,
 )
-from adgen_runtime.logs import call_request_id, current_request_id, is_request_id, request_id_var
+from adgen_runtime.logs import (
+    REQUEST_ID_SPAN_ATTRIBUTE,
+    call_request_id,
+    current_request_id,
+    is_request_id,
+    request_id_var,
+)
+from adgen_runtime.metrics import CallMetrics
 from adgen_wire.channel import REQUEST_ID_METADATA_KEY
 
 _LOGGER = logging.getLogger(__name__)
@@ -50,6 +58,9 @@ class RequestContextInterceptor(AsyncServerInterceptor):
     and `duration_s`.
     """
 
+    def __init__(self, metrics: CallMetrics | None = None) -> None:
+        self._metrics = metrics
+
     async def intercept(
         self, method: Callable[..., Any], request_or_iterator: Any, context: Context, method_name: str
     ) -> Any:
@@ -65,30 +76,40 @@ class RequestContextInterceptor(AsyncServerInterceptor):
             _LOGGER.log(level, "call %s (the caller's x-request-id was %s)", method_name, header_id)
         else:
             _LOGGER.log(level, "call %s", method_name)
+        # Every span of this call (the server span and the client spans of its downstream calls) names it.
+        trace.get_current_span().set_attribute(REQUEST_ID_SPAN_ATTRIBUTE, request_id)
         started = time.perf_counter()
+
+        def finish(error: BaseException | None) -> None:
+            code, reason = _outcome(error, context)
+            duration_s = time.perf_counter() - started
+            _log_outcome(method_name, code, reason, duration_s, level)
+            if self._metrics is not None:
+                self._metrics.observe(method_name, code, duration_s)
+
         response_or_iterator = method(request_or_iterator, context)
         if hasattr(response_or_iterator, "__aiter__"):
-            return _logged_stream(response_or_iterator, context, method_name, started, level)
+            return _finished_stream(response_or_iterator, finish)
         try:
             response = await response_or_iterator
         except BaseException as error:
-            _log_outcome(method_name, _outcome(error, context), started, level)
+            finish(error)
             raise
-        _log_outcome(method_name, _outcome(None, context), started, level)
+        finish(None)
         return response
 
 
-async def _logged_stream(
-    responses: AsyncIterator[Any], context: Context, method_name: str, started: float, level: int
+async def _finished_stream(
+    responses: AsyncIterator[Any], finish: Callable[[BaseException | None], None]
 ) -> AsyncIterator[Any]:
-    """Passes a server stream through, logging how it ended (streams are the long calls)."""
+    """Passes a server stream through, then records how it ended (streams are the long calls)."""
     try:
         async for response in responses:
             yield response
     except BaseException as error:
-        _log_outcome(method_name, _outcome(error, context), started, level)
+        finish(error)
         raise
-    _log_outcome(method_name, _outcome(None, context), started, level)
+    finish(None)
 
 
 def _body_request_id(request_or_iterator: Any) -> str:
@@ -139,9 +160,7 @@ def _reason_in(trailing_metadata: Any) -> str:
     return ""
 
 
-def _log_outcome(method_name: str, outcome: tuple[str, str], started: float, level: int) -> None:
-    code, reason = outcome
-    duration_s = time.perf_counter() - started
+def _log_outcome(method_name: str, code: str, reason: str, duration_s: float, level: int) -> None:
     described = f"{code} {reason}" if reason else code
     fields = {"method": method_name, "outcome": described, "code": code, "reason": reason, "duration_s": duration_s}
     _LOGGER.log(level, "done %s %s in %.3fs", method_name, described, duration_s, extra=fields)
@@ -236,12 +255,15 @@ def _with_request_id(status: grpc.Status) -> grpc.Status:
     return GrpcStatus(status.code, status.details, trailing)
 
 
-def server_interceptors(max_request_bytes: int | None = None) -> list[aio.ServerInterceptor]:
+def server_interceptors(
+    max_request_bytes: int | None = None, metrics: CallMetrics | None = None
+) -> list[aio.ServerInterceptor]:
     """The interceptor chain every AdGen server uses, outermost first.
 
-    With `max_request_bytes`, requests over it get MESSAGE_TOO_LARGE (see RequestSizeInterceptor).
+    With `max_request_bytes`, requests over it get MESSAGE_TOO_LARGE (see RequestSizeInterceptor); with
+    `metrics`, every call is counted and timed by method and code.
     """
-    chain: list[aio.ServerInterceptor] = [RequestContextInterceptor(), ErrorInterceptor()]
+    chain: list[aio.ServerInterceptor] = [RequestContextInterceptor(metrics), ErrorInterceptor()]
     if max_request_bytes is not None:
         chain.append(RequestSizeInterceptor(max_request_bytes))
     return chain

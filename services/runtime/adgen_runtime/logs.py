@@ -7,6 +7,8 @@ import logging
 import re
 import uuid
 
+from opentelemetry import trace
+
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 # Ids land in every log line and in metadata, which takes printable ASCII only: a short token keeps both safe.
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -55,6 +57,8 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+# The span attribute that carries the request id on every span, so a trace leads to the call's log lines.
+REQUEST_ID_SPAN_ATTRIBUTE = "adgen.request_id"
 LOG_FORMATS = ("text", "json")
 # The JSON line's fixed fields; a call's last line adds method, outcome, code, reason and duration_s.
 _JSON_FIELDS = ("asctime", "levelname", "name", "message", "request_id", "trace_id")
@@ -69,10 +73,6 @@ class TraceIdFilter(logging.Filter):
 
 
 def _current_trace_id() -> str:
-    try:
-        from opentelemetry import trace
-    except ImportError:  # Tracing is optional; without it there is no trace to name.
-        return "-"
     context = trace.get_current_span().get_span_context()
     return format(context.trace_id, "032x") if context.is_valid else "-"
 

@@ -12,17 +12,22 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequen
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
+from google.protobuf import descriptor, descriptor_pb2, descriptor_pool
+from google.rpc import error_details_pb2, status_pb2
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_interceptor import AsyncServerInterceptor
 from grpc_reflection.v1alpha import reflection
+from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
 from adgen.type.v1 import error_reason_pb2
 from adgen_runtime import Context
 from adgen_runtime.errors import Unavailable
 from adgen_runtime.interceptors import server_interceptors, with_request_size_limit
 from adgen_runtime.logs import configure_logging
+from adgen_runtime.metrics import CallMetrics, serve_metrics
 from adgen_runtime.settings import ServerSettings
+from adgen_runtime.telemetry import Telemetry
 from adgen_wire.channel import grpc_options
 
 _LOGGER = logging.getLogger(__name__)
@@ -189,6 +194,49 @@ async def _cancelled(work: asyncio.Future[Any]) -> None:
         work.exception()  # Marks it retrieved: a handler may turn the cancellation into an error of its own.
 
 
+def reflection_pool(service_names: Sequence[str]) -> descriptor_pool.DescriptorPool:
+    """The listed services' files, each also importing the google.rpc error-detail files.
+
+    Generic clients (`buf curl`) decode `Any` details only with types from the files they fetched for the
+    service they call, so every service's file names the detail types' files as dependencies.
+    """
+    default = descriptor_pool.Default()
+    pool = descriptor_pool.DescriptorPool()
+    added: set[str] = set()
+    for detail_file in _ERROR_DETAIL_FILES:
+        _add_with_dependencies(pool, default.FindFileByName(detail_file), added)
+    for name in service_names:
+        try:
+            service_file = default.FindFileContainingSymbol(name)
+        except KeyError:  # A service without generated descriptors (a test's generic handler) has no file.
+            continue
+        for dependency in service_file.dependencies:
+            _add_with_dependencies(pool, dependency, added)
+        proto = descriptor_pb2.FileDescriptorProto()
+        service_file.CopyToProto(proto)
+        proto.dependency.extend(file for file in _ERROR_DETAIL_FILES if file not in proto.dependency)
+        if proto.name not in added:
+            pool.Add(proto)
+            added.add(proto.name)
+    return pool
+
+
+_ERROR_DETAIL_FILES = (status_pb2.DESCRIPTOR.name, error_details_pb2.DESCRIPTOR.name)
+
+
+def _add_with_dependencies(
+    pool: descriptor_pool.DescriptorPool, file: descriptor.FileDescriptor, added: set[str]
+) -> None:
+    if file.name in added:
+        return
+    for dependency in file.dependencies:
+        _add_with_dependencies(pool, dependency, added)
+    proto = descriptor_pb2.FileDescriptorProto()
+    file.CopyToProto(proto)
+    pool.Add(proto)
+    added.add(file.name)
+
+
 class DrainInterceptor(AsyncServerInterceptor):
     """Runs every call but probes and reflection through the server's `InFlightCalls`.
 
@@ -244,6 +292,8 @@ class RunningServer:
     health: health.aio.HealthServicer
     service_names: tuple[str, ...]
     calls: InFlightCalls
+    telemetry: Telemetry
+    metrics_port: int | None = None
     front_ends: list[FrontEnd] = field(default_factory=list)
     on_shutdown: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     _stopped: bool = field(default=False, init=False, repr=False)
@@ -288,28 +338,51 @@ class RunningServer:
                 _LOGGER.exception("shutdown hook %s failed", getattr(hook, "__qualname__", hook))
 
 
-async def start_server(settings: ServerSettings, bindings: Sequence[ServiceBinding]) -> RunningServer:
-    """Builds, binds and starts an aio server with the shared interceptors, health and reflection."""
+async def start_server(
+    settings: ServerSettings,
+    bindings: Sequence[ServiceBinding],
+    telemetry: Telemetry | None = None,
+    *,
+    extra_options: Sequence[tuple[str, Any]] = (),
+) -> RunningServer:
+    """Builds, binds and starts an aio server with the shared interceptors, health and reflection.
+
+    `telemetry` is the registry and tracer the service's own parts report to; by default one is made from
+    the settings. `/metrics` is served on `settings.metrics_port` when it is set. `extra_options` are
+    further gRPC server options of one service (e.g. the diffusion service's connection age).
+    """
     # gRPC sets SO_REUSEPORT by default, so a second server on a taken port would silently share it.
-    options = [*grpc_options(settings.max_message_bytes, server=True), ("grpc.so_reuseport", 0)]
+    options = [*grpc_options(settings.max_message_bytes, server=True), ("grpc.so_reuseport", 0), *extra_options]
     # The transport takes a little more than the limit, so a near miss gets MESSAGE_TOO_LARGE naming it.
     options = with_request_size_limit(options, settings.max_message_bytes)
+    names = tuple(b.name for b in bindings)
+    telemetry = telemetry or Telemetry.from_settings(settings, names[0] if names else "adgen")
     calls = InFlightCalls()
-    chain = [*server_interceptors(settings.max_message_bytes), DrainInterceptor(calls)]
+    chain = [*server_interceptors(settings.max_message_bytes, CallMetrics(telemetry.metrics)), DrainInterceptor(calls)]
+    if telemetry.tracing is not None:
+        # Outermost, so the server span covers the whole call and the request-id interceptor runs inside it.
+        chain.insert(0, aio_server_interceptor(tracer_provider=telemetry.tracing))  # type: ignore[no-untyped-call]
     server = aio.server(interceptors=chain, options=options)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for binding in bindings:
         binding.register(server)
-    names = tuple(b.name for b in bindings)
-    reflection.enable_server_reflection((*names, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    listed = (*names, health.SERVICE_NAME, reflection.SERVICE_NAME)
+    reflection.enable_server_reflection(listed, server, pool=reflection_pool(listed))
     address = f"{settings.host}:{settings.port}"
     try:
         port = server.add_insecure_port(address)
     except RuntimeError as error:
         raise OSError(f"could not bind {address}; is another server listening there?") from error
     await server.start()
-    running = RunningServer(server=server, port=port, health=health_servicer, service_names=names, calls=calls)
+    running = RunningServer(
+        server=server, port=port, health=health_servicer, service_names=names, calls=calls, telemetry=telemetry
+    )
+    running.on_shutdown.append(_async(telemetry.shutdown))
+    if settings.metrics_port is not None:
+        endpoint = serve_metrics(telemetry.metrics, settings.host, settings.metrics_port)
+        running.metrics_port = endpoint.port
+        running.on_shutdown.append(_async(endpoint.close))
     await health_servicer.set("", SERVING)
     for binding in bindings:
         await running.set_ready(binding.name, binding.ready_at_start)
@@ -333,6 +406,16 @@ async def serve_until_signal(running: RunningServer, grace_s: float) -> None:
     finally:
         for sig in signals:
             loop.remove_signal_handler(sig)
+
+
+def _async(close: Callable[[], None]) -> Callable[[], Awaitable[None]]:
+    """A shutdown hook for a blocking close, run off the event loop."""
+
+    async def hook() -> None:
+        await asyncio.to_thread(close)
+
+    hook.__qualname__ = getattr(close, "__qualname__", "close")
+    return hook
 
 
 def run_service(settings: _Settings, create_server: Callable[[_Settings], Awaitable[RunningServer]]) -> None:

@@ -62,6 +62,14 @@ class ServerSettings(BaseSettings):
         30.0, ge=0, description="On SIGTERM, how long running calls may finish before they are cancelled."
     )
     log_level: str = Field("INFO", description="Python logging level.")
+    metrics_port: int | None = Field(
+        None, ge=0, le=65535, description="Port of the Prometheus `/metrics` endpoint; unset turns metrics off."
+    )
+    otlp_endpoint: str | None = Field(
+        None,
+        validation_alias=AliasChoices("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        description="OTLP/gRPC collector for traces (the OpenTelemetry variable); unset turns tracing off.",
+    )
     log_format: Literal["text", "json"] = Field(
         "text", description="`text` lines for people, or `json`: one object a line with request and trace ids."
     )
@@ -85,6 +93,21 @@ class ServerSettings(BaseSettings):
         if level not in LOG_LEVELS:
             raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
         return level
+
+
+class PhotoLimitSettings(BaseSettings):
+    """The byte and pixel limits of a photo to edit, for each server that checks one (adgen_runtime.photos).
+
+    Put it before ServerSettings among the bases (``class S(PhotoLimitSettings, ServerSettings)``) so its
+    fields follow the server ones; the subclass's `env_prefix` names the variables.
+    """
+
+    max_input_bytes: int = Field(20 * 1024 * 1024, ge=1, description="Largest accepted photo file to edit, in bytes.")
+    max_input_pixels: int = Field(
+        40_000_000,
+        ge=1,
+        description="Largest accepted photo to edit, in pixels (width x height); guards against decompression bombs.",
+    )
 
 
 def load_settings(settings_cls: type[_Settings]) -> _Settings:

@@ -75,6 +75,9 @@ class FakeAdService(ad_grpc.AdServiceServicer):
             copy=copy, images=images, model_id="flux2-klein-4b", num_inference_steps=STEPS, request_id="rid-1"
         )
 
+    async def ListModels(self, request: ad_pb.ListModelsRequest, context: Context) -> ad_pb.ListModelsResponse:
+        return ad_pb.ListModelsResponse(models=[ad_pb.Model(id="tiny", tasks=[ad_pb.MODEL_TASK_TEXT_TO_IMAGE])])
+
     async def CreateAd(self, request: ad_pb.CreateAdRequest, context: Context) -> ad_pb.CreateAdResponse:
         self._check(request, context, "")
         return self._ad(request)

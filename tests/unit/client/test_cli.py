@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from google.protobuf import duration_pb2
 from PIL import Image
 from rich.console import Console
@@ -14,8 +17,9 @@ from rich.progress import Progress, TextColumn
 from typer.testing import CliRunner, Result
 
 from adgen.ad.v1 import ad_service_pb2 as ad_pb
-from adgen.type.v1 import image_pb2, progress_pb2
-from adgen_client.cli import _JobBar, app
+from adgen.type.v1 import ad_pb2, image_pb2, progress_pb2
+from adgen_client import AdGenClient
+from adgen_client.cli import MAX_SEED, _JobBar, app, json_seed, option_name
 from tests.unit.client.conftest import FakeServer, image_of
 
 
@@ -47,6 +51,7 @@ async def test_create_writes_every_variant_and_ad_json(fake_ad_server: FakeServe
     # One live bar per variant, each finished.
     assert result.stderr.count("variant 1/2:") == 1 and result.stderr.count("variant 2/2: done") == 1
     assert str(out / "ad.json") in result.stdout
+    assert await asyncio.to_thread(os.listdir, tmp_path) == ["ad"]  # No staging folder left behind.
 
 
 async def test_edit_writes_the_photo_and_edit_json(fake_ad_server: FakeServer, tmp_path: Path) -> None:
@@ -68,7 +73,8 @@ async def test_errors_print_code_reason_and_fields_and_exit_non_zero(
     result = await _invoke("create", "empty", "--out", str(tmp_path), "--target", fake_ad_server.target)
     assert result.exit_code == 1
     assert "INVALID_ARGUMENT" in result.stderr and "EMPTY_KEYWORD" in result.stderr
-    assert "request.keyword: must not be empty" in result.stderr
+    # Fields are named as the CLI spells them, not as proto paths.
+    assert "KEYWORD: must not be empty" in result.stderr and "--width: too big" in result.stderr
     assert not (tmp_path / "ad.json").exists()
 
 
@@ -116,3 +122,70 @@ def test_progress_bar_shows_queue_position_and_eta_then_loading_then_steps() -> 
 def test_a_seed_beyond_uint64_is_a_usage_error_not_a_traceback(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["create", "딸기", "--out", str(tmp_path), "--seed", str(2**64)])
     assert result.exit_code == 2 and result.exception is not None and isinstance(result.exception, SystemExit)
+
+
+def test_an_unreachable_server_is_one_line_naming_the_target_and_how_to_change_it(tmp_path: Path) -> None:
+    out = tmp_path / "ad"
+    result = CliRunner().invoke(app, ["create", "딸기", "--out", str(out), "--target", "127.0.0.1:1", "--timeout", "5"])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "127.0.0.1:1" in lines[0] and "--target" in lines[0] and "ADGEN_TARGET" in lines[0]
+    assert "failed to connect" not in result.stderr  # No gRPC core text.
+    assert not out.exists()
+
+
+async def test_a_failed_call_creates_no_out_directory(fake_ad_server: FakeServer, tmp_path: Path) -> None:
+    out = tmp_path / "nested" / "ad"
+    result = await _invoke("create", "empty", "--out", str(out), "--target", fake_ad_server.target)
+    assert result.exit_code == 1 and not out.exists() and not out.parent.exists()
+
+
+def test_option_names_replace_proto_field_paths() -> None:
+    assert option_name("request.variant_count") == "--variants"
+    assert option_name("keyword") == "KEYWORD" and option_name("request.num_inference_steps") == "--steps"
+    assert option_name("facts.price") == "--facts price" and option_name("something_else") == "something_else"
+
+
+@pytest.mark.parametrize("command", ["create", "edit"])
+def test_help_shows_the_korean_example_whole_in_a_narrow_terminal(command: str) -> None:
+    result = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "80"})
+    example = "여름 느낌 딸기 생과일 주스" if command == "create" else "커피를 딸기 라떼로 바꿔줘"
+    assert result.exit_code == 0
+    assert [line for line in result.stdout.splitlines() if example in line and "…" not in line]
+
+
+def test_ctrl_c_prints_cancelled_and_exits_130(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def interrupted(*args: object, **kwargs: object) -> Iterator[ad_pb.StreamCreateAdResponse]:
+        raise KeyboardInterrupt
+        yield  # A generator, as the real method is.
+
+    monkeypatch.setattr(AdGenClient, "stream_create_ad", interrupted)
+    result = CliRunner().invoke(app, ["create", "딸기", "--out", str(tmp_path / "ad")])
+    assert result.exit_code == 130 and "cancelled" in result.stderr and "Traceback" not in result.output
+
+
+def test_seeds_stay_within_53_bits_so_javascript_reads_them_exactly(tmp_path: Path) -> None:
+    refused = CliRunner().invoke(app, ["create", "딸기", "--out", str(tmp_path), "--seed", str(MAX_SEED + 1)])
+    assert refused.exit_code == 2 and MAX_SEED == 2**53 - 1
+    assert json_seed(MAX_SEED) == MAX_SEED and json_seed(2**63 - 1) == str(2**63 - 1)
+
+
+async def test_facts_caption_length_and_emoji_level_reach_the_request(
+    fake_ad_server: FakeServer, tmp_path: Path
+) -> None:
+    result = await _invoke(
+        "create", "딸기", "--out", str(tmp_path / "ad"), "--facts", "shop_name=하루카페", "--facts", "price=5,500원",
+        "--facts", "extra=국내산", "--facts", "extra=매일 생과일", "--caption-length", "short", "--emoji-level", "none",
+        "--target", fake_ad_server.target,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    request, _, _ = fake_ad_server.service.seen[-1]
+    assert isinstance(request, ad_pb.CreateAdRequest)
+    assert request.facts == ad_pb2.MerchantFacts(shop_name="하루카페", price="5,500원", extra=["국내산", "매일 생과일"])
+    assert request.caption_length == ad_pb2.CAPTION_LENGTH_SHORT and request.emoji_level == ad_pb2.EMOJI_LEVEL_NONE
+
+
+@pytest.mark.parametrize("bad", [["price"], ["shop=하루카페"], ["price=1", "--facts", "price=2"]])
+def test_malformed_facts_are_a_usage_error(tmp_path: Path, bad: list[str]) -> None:
+    result = CliRunner().invoke(app, ["create", "딸기", "--out", str(tmp_path / "ad"), "--facts", *bad])
+    assert result.exit_code == 2 and "--facts" in result.stderr

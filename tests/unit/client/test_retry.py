@@ -44,6 +44,9 @@ class ScriptedAdService(ad_grpc.AdServiceServicer):
         if failure is not None:
             raise failure
 
+    async def ListModels(self, request: ad_pb.ListModelsRequest, context: Context) -> ad_pb.ListModelsResponse:
+        return ad_pb.ListModelsResponse()
+
     async def CreateAd(self, request: ad_pb.CreateAdRequest, context: Context) -> ad_pb.CreateAdResponse:
         self._next()
         return ad_pb.CreateAdResponse(model_id="flux2-klein-4b", request_id=request.request_id)
@@ -206,3 +209,32 @@ async def test_other_errors_are_not_retried(scripted: Scripted, failure: Service
 def test_a_policy_needs_at_least_the_first_attempt() -> None:
     with pytest.raises(ValueError, match="max_attempts"):
         RetryPolicy(max_attempts=0)
+
+
+async def test_max_retries_on_the_constructor_sets_the_attempts_and_zero_disables(scripted: Scripted) -> None:
+    scripted.expect(*[queue_full(0.05)] * 4)
+    async with AsyncAdGenClient(scripted.target, timeout=30, max_retries=1) as client:
+        with pytest.raises(AdGenError):
+            await client.create_ad("딸기")
+    assert len(scripted.service.attempts) == 2
+    scripted.expect(queue_full(0.05), None)
+    with AdGenClient(scripted.target, timeout=30, max_retries=0) as blocking, pytest.raises(AdGenError):
+        await asyncio.to_thread(blocking.create_ad, "딸기")
+    assert len(scripted.service.attempts) == 1
+
+
+async def test_the_waits_between_attempts_stop_at_the_total_wait(scripted: Scripted) -> None:
+    scripted.expect(*[queue_full(0.2)] * 5)
+    async with AsyncAdGenClient(scripted.target, timeout=30, max_retries=5, max_retry_wait_s=0.5) as client:
+        with pytest.raises(AdGenError):
+            await client.create_ad("딸기")
+    # 0.2s plus up to 10% jitter fits twice in 0.5s, not three times.
+    assert len(scripted.service.attempts) == 3
+
+
+def test_negative_retry_settings_are_refused() -> None:
+    with pytest.raises(ValueError, match="max_retries"):
+        RetryPolicy.with_max_retries(-1)
+    with pytest.raises(ValueError, match="max_total_wait_s"):
+        RetryPolicy(max_total_wait_s=-1)
+    assert RetryPolicy.with_max_retries(0).enabled is False

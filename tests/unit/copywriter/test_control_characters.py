@@ -6,7 +6,7 @@ import pytest
 
 from adgen.copywriter.v1 import copywriter_service_pb2 as pb
 from adgen.type.v1 import ad_pb2
-from adgen_copywriter.servicer import brief_from_request, edit_request_from
+from adgen_copywriter.validation import brief_from_request, edit_request_from
 from adgen_runtime.errors import InvalidArgument
 
 HOSTILE = ["\x00", "\x1b", "\x1c", "\x7f", "\x9b", "\u202e"]

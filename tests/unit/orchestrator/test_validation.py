@@ -130,8 +130,9 @@ def _gif() -> bytes:
     ("data", "why"),
     [
         (b"", "must contain"),
-        (b"\x89PNG\r\n\x1a\n garbage", "not a decodable"),
-        (_truncated_png(), "not a decodable"),
+        (b"not a photo", "not a decodable"),
+        (b"\x89PNG\r\n\x1a\n garbage", "truncated or corrupt"),
+        (_truncated_png(), "truncated or corrupt"),
         (b"x" * 1_000_001, "larger than"),
         (_gif(), "must be a PNG, JPEG or WebP"),
     ],

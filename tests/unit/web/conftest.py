@@ -15,8 +15,9 @@ from PIL import Image
 from adgen.ad.v1 import ad_service_pb2 as ad_pb
 from adgen.ad.v1 import ad_service_pb2_grpc as ad_grpc
 from adgen.type.v1 import error_reason_pb2, image_pb2, progress_pb2
-from adgen_orchestrator.imaging import PhotoRejectedError, read_photo
+from adgen_orchestrator.imaging import read_photo
 from adgen_runtime.errors import BadField, ResourceExhausted, ServiceError, invalid_fields
+from adgen_runtime.photos import InvalidImageError
 
 _R = error_reason_pb2
 _S = progress_pb2
@@ -57,6 +58,9 @@ class ScriptedAdService(ad_grpc.AdServiceServicer):
 
     create_requests: list[ad_pb.CreateAdRequest] = field(default_factory=list)
     edit_requests: list[ad_pb.EditAdRequest] = field(default_factory=list)
+
+    def ListModels(self, request: ad_pb.ListModelsRequest, context: grpc.ServicerContext) -> ad_pb.ListModelsResponse:
+        return ad_pb.ListModelsResponse()
 
     def CreateAd(self, request: ad_pb.CreateAdRequest, context: grpc.ServicerContext) -> ad_pb.CreateAdResponse:
         context.abort(grpc.StatusCode.UNIMPLEMENTED, "the page streams")
@@ -121,7 +125,7 @@ def orchestrator_refusal(photo: bytes, *, max_bytes: int = 20 * 1024 * 1024, max
     """What the orchestrator's photo check says about `photo` under these limits."""
     try:
         read_photo(photo, max_bytes=max_bytes, max_pixels=max_pixels)
-    except PhotoRejectedError as rejected:
+    except InvalidImageError as rejected:
         return str(rejected)
     raise AssertionError("the orchestrator accepted the photo")
 

@@ -21,7 +21,7 @@ from connectrpc.protocol import ProtocolType
 from connectrpc.server import ConnectASGIApplication, DEFAULT_READ_MAX_BYTES, Endpoint
 from pyqwest import Client
 
-from .ad_service_pb2 import CreateAdRequest, CreateAdResponse, EditAdRequest, EditAdResponse, StreamCreateAdRequest, StreamCreateAdResponse, StreamEditAdRequest, StreamEditAdResponse
+from .ad_service_pb2 import CreateAdRequest, CreateAdResponse, EditAdRequest, EditAdResponse, ListModelsRequest, ListModelsResponse, StreamCreateAdRequest, StreamCreateAdResponse, StreamEditAdRequest, StreamEditAdResponse
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
@@ -67,6 +67,12 @@ class AdService(Protocol):
     def stream_edit_ad(self, request: StreamEditAdRequest, ctx: RequestContext[StreamEditAdRequest, StreamEditAdResponse], /) -> AsyncIterator[StreamEditAdResponse]:
         """
         Edits a product photo, streaming progress before the result.
+        """
+        raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
+
+    async def list_models(self, request: ListModelsRequest, ctx: RequestContext[ListModelsRequest, ListModelsResponse], /) -> ListModelsResponse:
+        """
+        Lists the image models callers may name in model_id, with their licences and whether each fits this server.
         """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
@@ -127,6 +133,17 @@ class AdServiceASGIApplication(ConnectASGIApplication[AdService]):
                         stream_type=StreamType.SERVER_STREAM,
                     ),
                     function=svc.stream_edit_ad,
+                ),
+                "/adgen.ad.v1.AdService/ListModels": Endpoint.unary(
+                    method=MethodInfo(
+                        name="ListModels",
+                        service_name="adgen.ad.v1.AdService",
+                        input=ListModelsRequest,
+                        output=ListModelsResponse,
+                        idempotency_level=IdempotencyLevel.UNKNOWN,
+                        stream_type=StreamType.UNARY,
+                    ),
+                    function=svc.list_models,
                 ),
             },
             interceptors=interceptors,
@@ -262,6 +279,29 @@ class AdServiceClient(ConnectClient):
                 output=StreamEditAdResponse,
                 idempotency_level=IdempotencyLevel.UNKNOWN,
                 stream_type=StreamType.SERVER_STREAM,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
+    async def list_models(
+        self,
+        request: ListModelsRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None, 
+        timeout_ms: int | None = None,
+    ) -> ListModelsResponse:
+        """
+        Lists the image models callers may name in model_id, with their licences and whether each fits this server.
+        """
+        return await self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="ListModels",
+                service_name="adgen.ad.v1.AdService",
+                input=ListModelsRequest,
+                output=ListModelsResponse,
+                idempotency_level=IdempotencyLevel.UNKNOWN,
+                stream_type=StreamType.UNARY,
             ),
             headers=headers,
             timeout_ms=timeout_ms,

@@ -47,6 +47,30 @@ QUALITY_PREFERENCE_QUALITY: QualityPreference.ValueType  # 2
 """The model with the best looking results."""
 Global___QualityPreference: _TypeAlias = QualityPreference  # noqa: Y015
 
+class _ModelTask:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ModelTaskEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ModelTask.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    MODEL_TASK_UNSPECIFIED: _ModelTask.ValueType  # 0
+    """Not set."""
+    MODEL_TASK_TEXT_TO_IMAGE: _ModelTask.ValueType  # 1
+    """Text-to-image generation (CreateAd)."""
+    MODEL_TASK_IMAGE_EDIT: _ModelTask.ValueType  # 2
+    """Instruction-following photo editing (EditAd)."""
+
+class ModelTask(_ModelTask, metaclass=_ModelTaskEnumTypeWrapper):
+    """What an image model can do."""
+
+MODEL_TASK_UNSPECIFIED: ModelTask.ValueType  # 0
+"""Not set."""
+MODEL_TASK_TEXT_TO_IMAGE: ModelTask.ValueType  # 1
+"""Text-to-image generation (CreateAd)."""
+MODEL_TASK_IMAGE_EDIT: ModelTask.ValueType  # 2
+"""Instruction-following photo editing (EditAd)."""
+Global___ModelTask: _TypeAlias = ModelTask  # noqa: Y015
+
 @_typing.final
 class CreateAdRequest(_message.Message):
     """Request of CreateAd."""
@@ -537,3 +561,94 @@ class StreamEditAdResponse(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
 Global___StreamEditAdResponse: _TypeAlias = StreamEditAdResponse  # noqa: Y015
+
+@_typing.final
+class Model(_message.Message):
+    """An image model callers may name in CreateAdRequest.model_id or EditAdRequest.model_id."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    TASKS_FIELD_NUMBER: _builtins.int
+    LICENSE_FIELD_NUMBER: _builtins.int
+    COMMERCIAL_USE_FIELD_NUMBER: _builtins.int
+    FITS_FIELD_NUMBER: _builtins.int
+    PLAN_SUMMARY_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Registry id, e.g. "flux2-klein-4b"."""
+    display_name: _builtins.str
+    """Human-readable name, when the registry gives one."""
+    license: _builtins.str
+    """SPDX id or name of the weights' licence, e.g. "Apache-2.0"."""
+    commercial_use: _builtins.bool
+    """Whether the licence allows commercial use of the outputs."""
+    fits: _builtins.bool
+    """Whether the memory planner found a plan that fits the machine the model runs on; false means
+    CreateAd and EditAd with this model answer MODEL_DOES_NOT_FIT.
+    """
+    plan_summary: _builtins.str
+    """The planner's chosen plan in words (when none fits, the smallest plan considered)."""
+    @_builtins.property
+    def tasks(self) -> _containers.RepeatedScalarFieldContainer[Global___ModelTask.ValueType]:
+        """Tasks this model supports."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        display_name: _builtins.str = ...,
+        tasks: _abc.Iterable[Global___ModelTask.ValueType] | None = ...,
+        license: _builtins.str = ...,
+        commercial_use: _builtins.bool = ...,
+        fits: _builtins.bool = ...,
+        plan_summary: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["commercial_use", b"commercial_use", "display_name", b"display_name", "fits", b"fits", "id", b"id", "license", b"license", "plan_summary", b"plan_summary", "tasks", b"tasks"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Model: _TypeAlias = Model  # noqa: Y015
+
+@_typing.final
+class ListModelsRequest(_message.Message):
+    """Request of ListModels. The registry is a handful of models, so the list is not paginated."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListModelsRequest: _TypeAlias = ListModelsRequest  # noqa: Y015
+
+@_typing.final
+class ListModelsResponse(_message.Message):
+    """Response of ListModels."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODELS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def models(self) -> _containers.RepeatedCompositeFieldContainer[Global___Model]:
+        """Every model the server can route to, sorted by id."""
+
+    def __init__(
+        self,
+        *,
+        models: _abc.Iterable[Global___Model] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["models", b"models"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListModelsResponse: _TypeAlias = ListModelsResponse  # noqa: Y015

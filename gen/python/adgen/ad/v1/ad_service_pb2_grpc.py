@@ -60,6 +60,11 @@ class AdServiceStub:
                 request_serializer=adgen_dot_ad_dot_v1_dot_ad__service__pb2.StreamEditAdRequest.SerializeToString,
                 response_deserializer=adgen_dot_ad_dot_v1_dot_ad__service__pb2.StreamEditAdResponse.FromString,
                 _registered_method=True)
+        self.ListModels = channel.unary_unary(
+                '/adgen.ad.v1.AdService/ListModels',
+                request_serializer=adgen_dot_ad_dot_v1_dot_ad__service__pb2.ListModelsRequest.SerializeToString,
+                response_deserializer=adgen_dot_ad_dot_v1_dot_ad__service__pb2.ListModelsResponse.FromString,
+                _registered_method=True)
 
 
 class AdServiceServicer:
@@ -99,6 +104,13 @@ class AdServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListModels(self, request, context):
+        """Lists the image models callers may name in model_id, with their licences and whether each fits this server.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -121,6 +133,11 @@ def add_AdServiceServicer_to_server(servicer, server):
                     servicer.StreamEditAd,
                     request_deserializer=adgen_dot_ad_dot_v1_dot_ad__service__pb2.StreamEditAdRequest.FromString,
                     response_serializer=adgen_dot_ad_dot_v1_dot_ad__service__pb2.StreamEditAdResponse.SerializeToString,
+            ),
+            'ListModels': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListModels,
+                    request_deserializer=adgen_dot_ad_dot_v1_dot_ad__service__pb2.ListModelsRequest.FromString,
+                    response_serializer=adgen_dot_ad_dot_v1_dot_ad__service__pb2.ListModelsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -237,6 +254,33 @@ class AdService:
             '/adgen.ad.v1.AdService/StreamEditAd',
             adgen_dot_ad_dot_v1_dot_ad__service__pb2.StreamEditAdRequest.SerializeToString,
             adgen_dot_ad_dot_v1_dot_ad__service__pb2.StreamEditAdResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListModels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/adgen.ad.v1.AdService/ListModels',
+            adgen_dot_ad_dot_v1_dot_ad__service__pb2.ListModelsRequest.SerializeToString,
+            adgen_dot_ad_dot_v1_dot_ad__service__pb2.ListModelsResponse.FromString,
             options,
             channel_credentials,
             insecure,

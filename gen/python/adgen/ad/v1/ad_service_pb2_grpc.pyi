@@ -47,6 +47,8 @@ class AdServiceStub:
     """Edits a product photo and returns it when finished."""
     StreamEditAd: _grpc.UnaryStreamMultiCallable[_ad_service_pb2.StreamEditAdRequest, _ad_service_pb2.StreamEditAdResponse]
     """Edits a product photo, streaming progress before the result."""
+    ListModels: _grpc.UnaryUnaryMultiCallable[_ad_service_pb2.ListModelsRequest, _ad_service_pb2.ListModelsResponse]
+    """Lists the image models callers may name in model_id, with their licences and whether each fits this server."""
 
 @_typing.type_check_only
 class AdServiceAsyncStub(AdServiceStub):
@@ -67,6 +69,8 @@ class AdServiceAsyncStub(AdServiceStub):
     """Edits a product photo and returns it when finished."""
     StreamEditAd: _aio.UnaryStreamMultiCallable[_ad_service_pb2.StreamEditAdRequest, _ad_service_pb2.StreamEditAdResponse]  # type: ignore[assignment]
     """Edits a product photo, streaming progress before the result."""
+    ListModels: _aio.UnaryUnaryMultiCallable[_ad_service_pb2.ListModelsRequest, _ad_service_pb2.ListModelsResponse]  # type: ignore[assignment]
+    """Lists the image models callers may name in model_id, with their licences and whether each fits this server."""
 
 class AdServiceServicer(metaclass=_abc_1.ABCMeta):
     """The public ad API. CreateAd turns a Korean keyword into Instagram-ready copy and images;
@@ -108,5 +112,13 @@ class AdServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_ad_service_pb2.StreamEditAdResponse], _abc.AsyncIterator[_ad_service_pb2.StreamEditAdResponse]]:
         """Edits a product photo, streaming progress before the result."""
+
+    @_abc_1.abstractmethod
+    def ListModels(
+        self,
+        request: _ad_service_pb2.ListModelsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ad_service_pb2.ListModelsResponse, _abc.Awaitable[_ad_service_pb2.ListModelsResponse]]:
+        """Lists the image models callers may name in model_id, with their licences and whether each fits this server."""
 
 def add_AdServiceServicer_to_server(servicer: AdServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
