@@ -16,7 +16,7 @@ STAMP := $(VENV)/.installed
 # The Korean overlay font, from the pretendard npm package (package.json) that `npm ci` installs.
 OVERLAY_FONT := node_modules/pretendard/dist/public/static/Pretendard-Bold.otf
 
-.PHONY: help system-deps install readme protos check-protos lint buf test test-fast tiny-models demo clean
+.PHONY: help system-deps install readme protos check-protos node-gen check-node-gen lint buf test test-fast tiny-models demo clean
 
 help: ## List the targets.
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -33,11 +33,20 @@ $(STAMP): pyproject.toml package.json package-lock.json clients/node/package-loc
 
 install: $(STAMP) ## Create the virtualenv and install everything (Python, the buf CLI, the overlay font, the Node client).
 
-protos: $(STAMP) ## Regenerate the committed Python stubs from protos/.
+protos: $(STAMP) node-gen ## Regenerate the committed Python stubs (and the TypeScript client) from protos/.
 	$(BIN)/python scripts/gen_protos.py
 
 check-protos: $(STAMP) ## Fail if the committed stubs drifted from protos/.
 	$(BIN)/python scripts/gen_protos.py --check
+
+node-gen: $(STAMP) ## Regenerate the committed TypeScript client in clients/node/gen from protos/.
+	cd clients/node && ../../node_modules/.bin/buf generate
+
+check-node-gen: $(STAMP) ## Fail if clients/node/gen drifted from protos/, or the TypeScript does not type-check (strict).
+	@scratch=$$(mktemp -d) && trap 'rm -rf "$$scratch"' EXIT && \
+	  (cd clients/node && ../../node_modules/.bin/buf generate --output "$$scratch") && \
+	  diff -r "$$scratch/gen" clients/node/gen || { echo "clients/node/gen is stale: run make node-gen"; exit 1; }
+	npm run --silent typecheck --prefix clients/node
 
 buf: $(STAMP) ## buf lint, format and breaking-change checks on protos/.
 	npx buf lint
@@ -56,10 +65,11 @@ lint: $(STAMP) ## ruff, ruff format, mypy (strict) and the README's settings tab
 	$(BIN)/mypy lib services clients tests bench scripts
 	$(BIN)/python scripts/readme_settings.py --check
 
-system-deps: ## Check the Debian package the suite needs beyond Python, Node and make (CI installs it in .ci/run).
+system-deps: ## Check the Debian packages the suite needs beyond Python, Node and make (CI installs it in .ci/run).
 	@command -v chromium >/dev/null || { echo "missing chromium (browser test): sudo apt-get install chromium"; exit 1; }
+	@command -v kubectl >/dev/null || { echo "missing kubectl (manifest tests): sudo apt-get install kubernetes-client"; exit 1; }
 
-test: system-deps install check-protos buf lint ## Install, then run every check and the whole test suite.
+test: system-deps install check-protos check-node-gen buf lint ## Install, then run every check and the whole test suite.
 	$(BIN)/pytest
 
 test-fast: $(STAMP) ## Only the unit tests.
