@@ -8,9 +8,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 # Re-exported for job_requests.py, which names them from here.
-from adgen_runtime.photos import MAX_PHOTO_ASPECT as MAX_PHOTO_ASPECT
-from adgen_runtime.photos import InvalidImageError as InvalidImageError
-from adgen_runtime.photos import open_photo
+from adgen_runtime.photos import MAX_PHOTO_ASPECT, open_photo
 from adgen_wire.formats import PILLOW_FORMATS
 
 # Pillow format name for each output format we write, keyed by its lower-case name ("png", "jpeg", "webp").

@@ -10,9 +10,10 @@ from adgen.type.v1 import error_reason_pb2 as reasons
 from adgen.type.v1 import image_pb2
 from adgen_diffusion import errors
 from adgen_diffusion.engine import ImageJob, random_seed
-from adgen_diffusion.images import MAX_PHOTO_ASPECT, InvalidImageError, decode_image
+from adgen_diffusion.images import decode_image
 from adgen_diffusion.registry import ModelEntry, ModelRegistry, Task
 from adgen_runtime.errors import BadField, FailedPrecondition, NotFound, invalid_fields
+from adgen_runtime.photos import MAX_PHOTO_ASPECT, InvalidImageError
 from adgen_runtime.text import control_character_violation
 from adgen_wire.limits import MAX_VARIANTS
 

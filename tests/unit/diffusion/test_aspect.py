@@ -13,10 +13,11 @@ from adgen.diffusion.v1 import diffusion_service_pb2 as pb
 from adgen.type.v1 import error_reason_pb2 as reasons
 from adgen.type.v1 import image_pb2
 from adgen_diffusion.engine import DiffusionEngine, ImageJob
-from adgen_diffusion.images import MAX_PHOTO_ASPECT, InvalidImageError, decode_image
+from adgen_diffusion.images import decode_image
 from adgen_diffusion.job_requests import photo_aspect_limit, prepare_edit, prepare_generate
 from adgen_diffusion.registry import ModelRegistry, Task
 from adgen_runtime.errors import InvalidArgument
+from adgen_runtime.photos import MAX_PHOTO_ASPECT, InvalidImageError
 
 LIMITS = {"max_bytes": 5_000_000, "max_pixels": 4_000_000}
 EDIT_MODELS = ["flux2-klein-4b", "qwen-image-edit-2511"]

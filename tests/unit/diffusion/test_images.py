@@ -7,7 +7,8 @@ import io
 import pytest
 from PIL import Image
 
-from adgen_diffusion.images import InvalidImageError, decode_image, encode_image
+from adgen_diffusion.images import decode_image, encode_image
+from adgen_runtime.photos import InvalidImageError
 
 LIMITS = {"max_bytes": 5_000_000, "max_pixels": 4_000_000}
 
