@@ -28,45 +28,47 @@ from adgen.type.v1 import progress_pb2 as adgen_dot_type_dot_v1_dot_progress__pb
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x61\x64gen/ad/v1/ad_service.proto\x12\x0b\x61\x64gen.ad.v1\x1a\x16\x61\x64gen/type/v1/ad.proto\x1a\x19\x61\x64gen/type/v1/image.proto\x1a\x1c\x61\x64gen/type/v1/progress.proto\x1a\x1egoogle/protobuf/duration.proto\"\xd7\x04\n\x0f\x43reateAdRequest\x12\x0f\n\x07keyword\x18\x01 \x01(\t\x12!\n\x04tone\x18\x02 \x01(\x0e\x32\x13.adgen.type.v1.Tone\x12+\n\tplacement\x18\x03 \x01(\x0e\x32\x18.adgen.type.v1.Placement\x12\x15\n\rvariant_count\x18\x04 \x01(\x05\x12\x11\n\x04seed\x18\x05 \x01(\x04H\x00\x88\x01\x01\x12\x10\n\x08model_id\x18\x06 \x01(\t\x12\r\n\x05width\x18\x07 \x01(\x05\x12\x0e\n\x06height\x18\x08 \x01(\x05\x12\x31\n\routput_format\x18\t \x01(\x0e\x32\x1a.adgen.type.v1.ImageFormat\x12+\n\x05\x66\x61\x63ts\x18\n \x01(\x0b\x32\x1c.adgen.type.v1.MerchantFacts\x12\x34\n\x0e\x63\x61ption_length\x18\x0b \x01(\x0e\x32\x1c.adgen.type.v1.CaptionLength\x12.\n\x0b\x65moji_level\x18\x0c \x01(\x0e\x32\x19.adgen.type.v1.EmojiLevel\x12 \n\x13num_inference_steps\x18\r \x01(\x05H\x01\x88\x01\x01\x12\x12\n\nrequest_id\x18\x0e \x01(\t\x12\x18\n\x10overlay_headline\x18\x0f \x01(\x08\x12\x15\n\rai_disclosure\x18\x10 \x01(\x08\x12:\n\x12quality_preference\x18\x11 \x01(\x0e\x32\x1e.adgen.ad.v1.QualityPreferenceB\x07\n\x05_seedB\x16\n\x14_num_inference_steps\"\x85\x01\n\x06\x41\x64\x43opy\x12\x0f\n\x07\x63\x61ption\x18\x01 \x01(\t\x12\x0c\n\x04hook\x18\x02 \x01(\t\x12\x10\n\x08hashtags\x18\x03 \x03(\t\x12\x10\n\x08headline\x18\x04 \x01(\t\x12\x10\n\x08\x61lt_text\x18\x05 \x01(\t\x12\x12\n\nfacts_used\x18\x06 \x03(\t\x12\x12\n\nwritten_by\x18\x07 \x01(\t\"i\n\x07\x41\x64Image\x12\x15\n\rvariant_index\x18\x01 \x01(\x05\x12#\n\x05image\x18\x02 \x01(\x0b\x32\x14.adgen.type.v1.Image\x12\x0c\n\x04seed\x18\x03 \x01(\x04\x12\x14\n\x0cimage_prompt\x18\x04 \x01(\t\"\xd1\x01\n\x10\x43reateAdResponse\x12!\n\x04\x63opy\x18\x01 \x01(\x0b\x32\x13.adgen.ad.v1.AdCopy\x12$\n\x06images\x18\x02 \x03(\x0b\x32\x14.adgen.ad.v1.AdImage\x12\x10\n\x08model_id\x18\x03 \x01(\t\x12\x1b\n\x13num_inference_steps\x18\x04 \x01(\x05\x12\x31\n\x0etotal_duration\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x12\n\nrequest_id\x18\x06 \x01(\t\"F\n\x15StreamCreateAdRequest\x12-\n\x07request\x18\x01 \x01(\x0b\x32\x1c.adgen.ad.v1.CreateAdRequest\"S\n\x0fVariantProgress\x12\x15\n\rvariant_index\x18\x01 \x01(\x05\x12)\n\x08progress\x18\x02 \x01(\x0b\x32\x17.adgen.type.v1.Progress\"\xd0\x01\n\x16StreamCreateAdResponse\x12#\n\x04\x63opy\x18\x01 \x01(\x0b\x32\x13.adgen.ad.v1.AdCopyH\x00\x12\x30\n\x08progress\x18\x02 \x01(\x0b\x32\x1c.adgen.ad.v1.VariantProgressH\x00\x12%\n\x05image\x18\x03 \x01(\x0b\x32\x14.adgen.ad.v1.AdImageH\x00\x12/\n\x06result\x18\x04 \x01(\x0b\x32\x1d.adgen.ad.v1.CreateAdResponseH\x00\x42\x07\n\x05\x65vent\"\x8f\x02\n\rEditAdRequest\x12#\n\x05image\x18\x01 \x01(\x0b\x32\x14.adgen.type.v1.Image\x12\x13\n\x0binstruction\x18\x02 \x01(\t\x12\x10\n\x08model_id\x18\x03 \x01(\t\x12\x11\n\x04seed\x18\x04 \x01(\x04H\x00\x88\x01\x01\x12\x31\n\routput_format\x18\x05 \x01(\x0e\x32\x1a.adgen.type.v1.ImageFormat\x12 \n\x13num_inference_steps\x18\x06 \x01(\x05H\x01\x88\x01\x01\x12\x12\n\nrequest_id\x18\x07 \x01(\t\x12\x15\n\rai_disclosure\x18\x08 \x01(\x08\x42\x07\n\x05_seedB\x16\n\x14_num_inference_steps\"\xb6\x01\n\x0e\x45\x64itAdResponse\x12#\n\x05image\x18\x01 \x01(\x0b\x32\x14.adgen.type.v1.Image\x12\x18\n\x10\x65\x64it_instruction\x18\x02 \x01(\t\x12\x0c\n\x04seed\x18\x03 \x01(\x04\x12\x10\n\x08model_id\x18\x04 \x01(\t\x12\x31\n\x0etotal_duration\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x12\n\nrequest_id\x18\x06 \x01(\t\"B\n\x13StreamEditAdRequest\x12+\n\x07request\x18\x01 \x01(\x0b\x32\x1a.adgen.ad.v1.EditAdRequest\"{\n\x14StreamEditAdResponse\x12+\n\x08progress\x18\x01 \x01(\x0b\x32\x17.adgen.type.v1.ProgressH\x00\x12-\n\x06result\x18\x02 \x01(\x0b\x32\x1b.adgen.ad.v1.EditAdResponseH\x00\x42\x07\n\x05\x65vent\"\x9d\x01\n\x05Model\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12%\n\x05tasks\x18\x03 \x03(\x0e\x32\x16.adgen.ad.v1.ModelTask\x12\x0f\n\x07license\x18\x04 \x01(\t\x12\x16\n\x0e\x63ommercial_use\x18\x05 \x01(\x08\x12\x0c\n\x04\x66its\x18\x06 \x01(\x08\x12\x14\n\x0cplan_summary\x18\x07 \x01(\t\"\x13\n\x11ListModelsRequest\"8\n\x12ListModelsResponse\x12\"\n\x06models\x18\x01 \x03(\x0b\x32\x12.adgen.ad.v1.Model*t\n\x11QualityPreference\x12\"\n\x1eQUALITY_PREFERENCE_UNSPECIFIED\x10\x00\x12\x1b\n\x17QUALITY_PREFERENCE_FAST\x10\x01\x12\x1e\n\x1aQUALITY_PREFERENCE_QUALITY\x10\x02*`\n\tModelTask\x12\x1a\n\x16MODEL_TASK_UNSPECIFIED\x10\x00\x12\x1c\n\x18MODEL_TASK_TEXT_TO_IMAGE\x10\x01\x12\x19\n\x15MODEL_TASK_IMAGE_EDIT\x10\x02\x32\x9a\x03\n\tAdService\x12G\n\x08\x43reateAd\x12\x1c.adgen.ad.v1.CreateAdRequest\x1a\x1d.adgen.ad.v1.CreateAdResponse\x12[\n\x0eStreamCreateAd\x12\".adgen.ad.v1.StreamCreateAdRequest\x1a#.adgen.ad.v1.StreamCreateAdResponse0\x01\x12\x41\n\x06\x45\x64itAd\x12\x1a.adgen.ad.v1.EditAdRequest\x1a\x1b.adgen.ad.v1.EditAdResponse\x12U\n\x0cStreamEditAd\x12 .adgen.ad.v1.StreamEditAdRequest\x1a!.adgen.ad.v1.StreamEditAdResponse0\x01\x12M\n\nListModels\x12\x1e.adgen.ad.v1.ListModelsRequest\x1a\x1f.adgen.ad.v1.ListModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x61\x64gen/ad/v1/ad_service.proto\x12\x0b\x61\x64gen.ad.v1\x1a\x16\x61\x64gen/type/v1/ad.proto\x1a\x19\x61\x64gen/type/v1/image.proto\x1a\x1c\x61\x64gen/type/v1/progress.proto\x1a\x1egoogle/protobuf/duration.proto\"\xdb\x05\n\x0f\x43reateAdRequest\x12\x0f\n\x07keyword\x18\x01 \x01(\t\x12!\n\x04tone\x18\x02 \x01(\x0e\x32\x13.adgen.type.v1.Tone\x12+\n\tplacement\x18\x03 \x01(\x0e\x32\x18.adgen.type.v1.Placement\x12\x15\n\rvariant_count\x18\x04 \x01(\x05\x12\x11\n\x04seed\x18\x05 \x01(\x04H\x00\x88\x01\x01\x12\x10\n\x08model_id\x18\x06 \x01(\t\x12\r\n\x05width\x18\x07 \x01(\x05\x12\x0e\n\x06height\x18\x08 \x01(\x05\x12\x31\n\routput_format\x18\t \x01(\x0e\x32\x1a.adgen.type.v1.ImageFormat\x12+\n\x05\x66\x61\x63ts\x18\n \x01(\x0b\x32\x1c.adgen.type.v1.MerchantFacts\x12\x34\n\x0e\x63\x61ption_length\x18\x0b \x01(\x0e\x32\x1c.adgen.type.v1.CaptionLength\x12.\n\x0b\x65moji_level\x18\x0c \x01(\x0e\x32\x19.adgen.type.v1.EmojiLevel\x12 \n\x13num_inference_steps\x18\r \x01(\x05H\x01\x88\x01\x01\x12\x12\n\nrequest_id\x18\x0e \x01(\t\x12\x18\n\x10overlay_headline\x18\x0f \x01(\x08\x12\x15\n\rai_disclosure\x18\x10 \x01(\x08\x12:\n\x12quality_preference\x18\x11 \x01(\x0e\x32\x1e.adgen.ad.v1.QualityPreference\x12,\n\x0eproduct_photos\x18\x12 \x03(\x0b\x32\x14.adgen.type.v1.Image\x12,\n\nplacements\x18\x13 \x03(\x0e\x32\x18.adgen.type.v1.Placement\x12&\n\x05\x62rand\x18\x14 \x01(\x0b\x32\x17.adgen.type.v1.BrandKitB\x07\n\x05_seedB\x16\n\x14_num_inference_steps\"\x85\x01\n\x06\x41\x64\x43opy\x12\x0f\n\x07\x63\x61ption\x18\x01 \x01(\t\x12\x0c\n\x04hook\x18\x02 \x01(\t\x12\x10\n\x08hashtags\x18\x03 \x03(\t\x12\x10\n\x08headline\x18\x04 \x01(\t\x12\x10\n\x08\x61lt_text\x18\x05 \x01(\t\x12\x12\n\nfacts_used\x18\x06 \x03(\t\x12\x12\n\nwritten_by\x18\x07 \x01(\t\"\xda\x01\n\x07\x41\x64Image\x12\x15\n\rvariant_index\x18\x01 \x01(\x05\x12#\n\x05image\x18\x02 \x01(\x0b\x32\x14.adgen.type.v1.Image\x12\x0c\n\x04seed\x18\x03 \x01(\x04\x12\x14\n\x0cimage_prompt\x18\x04 \x01(\t\x12*\n\x07timings\x18\x05 \x01(\x0b\x32\x19.adgen.ad.v1.ImageTimings\x12\x16\n\x0e\x64\x61ta_in_stream\x18\x06 \x01(\x08\x12+\n\tplacement\x18\x07 \x01(\x0e\x32\x18.adgen.type.v1.Placement\"\x8f\x02\n\x0cImageTimings\x12(\n\x05queue\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\'\n\x04load\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12*\n\x07\x64\x65noise\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12)\n\x06\x64\x65\x63ode\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12)\n\x06\x65ncode\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12*\n\x07\x64\x65liver\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x83\x02\n\x10\x43reateAdResponse\x12!\n\x04\x63opy\x18\x01 \x01(\x0b\x32\x13.adgen.ad.v1.AdCopy\x12$\n\x06images\x18\x02 \x03(\x0b\x32\x14.adgen.ad.v1.AdImage\x12\x10\n\x08model_id\x18\x03 \x01(\t\x12\x1b\n\x13num_inference_steps\x18\x04 \x01(\x05\x12\x31\n\x0etotal_duration\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12\x30\n\rcopy_duration\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\"F\n\x15StreamCreateAdRequest\x12-\n\x07request\x18\x01 \x01(\x0b\x32\x1c.adgen.ad.v1.CreateAdRequest\"S\n\x0fVariantProgress\x12\x15\n\rvariant_index\x18\x01 \x01(\x05\x12)\n\x08progress\x18\x02 \x01(\x0b\x32\x17.adgen.type.v1.Progress\"\xd0\x01\n\x16StreamCreateAdResponse\x12#\n\x04\x63opy\x18\x01 \x01(\x0b\x32\x13.adgen.ad.v1.AdCopyH\x00\x12\x30\n\x08progress\x18\x02 \x01(\x0b\x32\x1c.adgen.ad.v1.VariantProgressH\x00\x12%\n\x05image\x18\x03 \x01(\x0b\x32\x14.adgen.ad.v1.AdImageH\x00\x12/\n\x06result\x18\x04 \x01(\x0b\x32\x1d.adgen.ad.v1.CreateAdResponseH\x00\x42\x07\n\x05\x65vent\"\x8f\x02\n\rEditAdRequest\x12#\n\x05image\x18\x01 \x01(\x0b\x32\x14.adgen.type.v1.Image\x12\x13\n\x0binstruction\x18\x02 \x01(\t\x12\x10\n\x08model_id\x18\x03 \x01(\t\x12\x11\n\x04seed\x18\x04 \x01(\x04H\x00\x88\x01\x01\x12\x31\n\routput_format\x18\x05 \x01(\x0e\x32\x1a.adgen.type.v1.ImageFormat\x12 \n\x13num_inference_steps\x18\x06 \x01(\x05H\x01\x88\x01\x01\x12\x12\n\nrequest_id\x18\x07 \x01(\t\x12\x15\n\rai_disclosure\x18\x08 \x01(\x08\x42\x07\n\x05_seedB\x16\n\x14_num_inference_steps\"\x9b\x02\n\x0e\x45\x64itAdResponse\x12#\n\x05image\x18\x01 \x01(\x0b\x32\x14.adgen.type.v1.Image\x12\x18\n\x10\x65\x64it_instruction\x18\x02 \x01(\t\x12\x0c\n\x04seed\x18\x03 \x01(\x04\x12\x10\n\x08model_id\x18\x04 \x01(\t\x12\x31\n\x0etotal_duration\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12*\n\x07timings\x18\x07 \x01(\x0b\x32\x19.adgen.ad.v1.ImageTimings\x12\x37\n\x14instruction_duration\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\"B\n\x13StreamEditAdRequest\x12+\n\x07request\x18\x01 \x01(\x0b\x32\x1a.adgen.ad.v1.EditAdRequest\"{\n\x14StreamEditAdResponse\x12+\n\x08progress\x18\x01 \x01(\x0b\x32\x17.adgen.type.v1.ProgressH\x00\x12-\n\x06result\x18\x02 \x01(\x0b\x32\x1b.adgen.ad.v1.EditAdResponseH\x00\x42\x07\n\x05\x65vent\"\x9d\x01\n\x05Model\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12%\n\x05tasks\x18\x03 \x03(\x0e\x32\x16.adgen.ad.v1.ModelTask\x12\x0f\n\x07license\x18\x04 \x01(\t\x12\x16\n\x0e\x63ommercial_use\x18\x05 \x01(\x08\x12\x0c\n\x04\x66its\x18\x06 \x01(\x08\x12\x14\n\x0cplan_summary\x18\x07 \x01(\t\"\x13\n\x11ListModelsRequest\"8\n\x12ListModelsResponse\x12\"\n\x06models\x18\x01 \x03(\x0b\x32\x12.adgen.ad.v1.Model*t\n\x11QualityPreference\x12\"\n\x1eQUALITY_PREFERENCE_UNSPECIFIED\x10\x00\x12\x1b\n\x17QUALITY_PREFERENCE_FAST\x10\x01\x12\x1e\n\x1aQUALITY_PREFERENCE_QUALITY\x10\x02*`\n\tModelTask\x12\x1a\n\x16MODEL_TASK_UNSPECIFIED\x10\x00\x12\x1c\n\x18MODEL_TASK_TEXT_TO_IMAGE\x10\x01\x12\x19\n\x15MODEL_TASK_IMAGE_EDIT\x10\x02\x32\x9a\x03\n\tAdService\x12G\n\x08\x43reateAd\x12\x1c.adgen.ad.v1.CreateAdRequest\x1a\x1d.adgen.ad.v1.CreateAdResponse\x12[\n\x0eStreamCreateAd\x12\".adgen.ad.v1.StreamCreateAdRequest\x1a#.adgen.ad.v1.StreamCreateAdResponse0\x01\x12\x41\n\x06\x45\x64itAd\x12\x1a.adgen.ad.v1.EditAdRequest\x1a\x1b.adgen.ad.v1.EditAdResponse\x12U\n\x0cStreamEditAd\x12 .adgen.ad.v1.StreamEditAdRequest\x1a!.adgen.ad.v1.StreamEditAdResponse0\x01\x12M\n\nListModels\x12\x1e.adgen.ad.v1.ListModelsRequest\x1a\x1f.adgen.ad.v1.ListModelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'adgen.ad.v1.ad_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_QUALITYPREFERENCE']._serialized_start=2474
-  _globals['_QUALITYPREFERENCE']._serialized_end=2590
-  _globals['_MODELTASK']._serialized_start=2592
-  _globals['_MODELTASK']._serialized_end=2688
+  _globals['_QUALITYPREFERENCE']._serialized_start=3145
+  _globals['_QUALITYPREFERENCE']._serialized_end=3261
+  _globals['_MODELTASK']._serialized_start=3263
+  _globals['_MODELTASK']._serialized_end=3359
   _globals['_CREATEADREQUEST']._serialized_start=159
-  _globals['_CREATEADREQUEST']._serialized_end=758
-  _globals['_ADCOPY']._serialized_start=761
-  _globals['_ADCOPY']._serialized_end=894
-  _globals['_ADIMAGE']._serialized_start=896
-  _globals['_ADIMAGE']._serialized_end=1001
-  _globals['_CREATEADRESPONSE']._serialized_start=1004
-  _globals['_CREATEADRESPONSE']._serialized_end=1213
-  _globals['_STREAMCREATEADREQUEST']._serialized_start=1215
-  _globals['_STREAMCREATEADREQUEST']._serialized_end=1285
-  _globals['_VARIANTPROGRESS']._serialized_start=1287
-  _globals['_VARIANTPROGRESS']._serialized_end=1370
-  _globals['_STREAMCREATEADRESPONSE']._serialized_start=1373
-  _globals['_STREAMCREATEADRESPONSE']._serialized_end=1581
-  _globals['_EDITADREQUEST']._serialized_start=1584
-  _globals['_EDITADREQUEST']._serialized_end=1855
-  _globals['_EDITADRESPONSE']._serialized_start=1858
-  _globals['_EDITADRESPONSE']._serialized_end=2040
-  _globals['_STREAMEDITADREQUEST']._serialized_start=2042
-  _globals['_STREAMEDITADREQUEST']._serialized_end=2108
-  _globals['_STREAMEDITADRESPONSE']._serialized_start=2110
-  _globals['_STREAMEDITADRESPONSE']._serialized_end=2233
-  _globals['_MODEL']._serialized_start=2236
-  _globals['_MODEL']._serialized_end=2393
-  _globals['_LISTMODELSREQUEST']._serialized_start=2395
-  _globals['_LISTMODELSREQUEST']._serialized_end=2414
-  _globals['_LISTMODELSRESPONSE']._serialized_start=2416
-  _globals['_LISTMODELSRESPONSE']._serialized_end=2472
-  _globals['_ADSERVICE']._serialized_start=2691
-  _globals['_ADSERVICE']._serialized_end=3101
+  _globals['_CREATEADREQUEST']._serialized_end=890
+  _globals['_ADCOPY']._serialized_start=893
+  _globals['_ADCOPY']._serialized_end=1026
+  _globals['_ADIMAGE']._serialized_start=1029
+  _globals['_ADIMAGE']._serialized_end=1247
+  _globals['_IMAGETIMINGS']._serialized_start=1250
+  _globals['_IMAGETIMINGS']._serialized_end=1521
+  _globals['_CREATEADRESPONSE']._serialized_start=1524
+  _globals['_CREATEADRESPONSE']._serialized_end=1783
+  _globals['_STREAMCREATEADREQUEST']._serialized_start=1785
+  _globals['_STREAMCREATEADREQUEST']._serialized_end=1855
+  _globals['_VARIANTPROGRESS']._serialized_start=1857
+  _globals['_VARIANTPROGRESS']._serialized_end=1940
+  _globals['_STREAMCREATEADRESPONSE']._serialized_start=1943
+  _globals['_STREAMCREATEADRESPONSE']._serialized_end=2151
+  _globals['_EDITADREQUEST']._serialized_start=2154
+  _globals['_EDITADREQUEST']._serialized_end=2425
+  _globals['_EDITADRESPONSE']._serialized_start=2428
+  _globals['_EDITADRESPONSE']._serialized_end=2711
+  _globals['_STREAMEDITADREQUEST']._serialized_start=2713
+  _globals['_STREAMEDITADREQUEST']._serialized_end=2779
+  _globals['_STREAMEDITADRESPONSE']._serialized_start=2781
+  _globals['_STREAMEDITADRESPONSE']._serialized_end=2904
+  _globals['_MODEL']._serialized_start=2907
+  _globals['_MODEL']._serialized_end=3064
+  _globals['_LISTMODELSREQUEST']._serialized_start=3066
+  _globals['_LISTMODELSREQUEST']._serialized_end=3085
+  _globals['_LISTMODELSRESPONSE']._serialized_start=3087
+  _globals['_LISTMODELSRESPONSE']._serialized_end=3143
+  _globals['_ADSERVICE']._serialized_start=3362
+  _globals['_ADSERVICE']._serialized_end=3772
 # @@protoc_insertion_point(module_scope)

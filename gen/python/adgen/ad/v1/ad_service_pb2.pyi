@@ -94,6 +94,9 @@ class CreateAdRequest(_message.Message):
     OVERLAY_HEADLINE_FIELD_NUMBER: _builtins.int
     AI_DISCLOSURE_FIELD_NUMBER: _builtins.int
     QUALITY_PREFERENCE_FIELD_NUMBER: _builtins.int
+    PRODUCT_PHOTOS_FIELD_NUMBER: _builtins.int
+    PLACEMENTS_FIELD_NUMBER: _builtins.int
+    BRAND_FIELD_NUMBER: _builtins.int
     keyword: _builtins.str
     """Korean product keyword, e.g. "여름 느낌 딸기 생과일 주스". Required."""
     tone: _ad_pb2.Tone.ValueType
@@ -111,7 +114,9 @@ class CreateAdRequest(_message.Message):
     height: _builtins.int
     """Explicit output height in pixels (64 to 2048), overriding the placement. 0 uses the placement."""
     output_format: _image_pb2.ImageFormat.ValueType
-    """Format of the output files. Unspecified means PNG."""
+    """Format of the output files: PNG, JPEG or WebP. Unspecified means JPEG (quality 95, 4:2:0), the fastest
+    to encode and what Instagram recompresses to anyway; PNG stays lossless. RAW_RGB is refused.
+    """
     caption_length: _ad_pb2.CaptionLength.ValueType
     """Length budget of the caption."""
     emoji_level: _ad_pb2.EmojiLevel.ValueType
@@ -135,6 +140,24 @@ class CreateAdRequest(_message.Message):
     def facts(self) -> _ad_pb2.MerchantFacts:
         """Facts the merchant vouches for; the only prices, origins and promotions the copy may use."""
 
+    @_builtins.property
+    def product_photos(self) -> _containers.RepeatedCompositeFieldContainer[_image_pb2.Image]:
+        """The merchant's own product photos, 1 to 3 (PNG, JPEG or WebP; only `data` is read). When set, the
+        products stay as photographed and the scene is generated around them. A photo with transparency
+        is composited pixel for pixel; an opaque one is placed by the edit model. Empty: a fully generated image.
+        """
+
+    @_builtins.property
+    def placements(self) -> _containers.RepeatedScalarFieldContainer[_ad_pb2.Placement.ValueType]:
+        """Several placements of the same concept in one call, e.g. feed square, feed portrait and story; each
+        variant is delivered once per placement with the same seed and prompt, so the scenes match. Empty
+        uses `placement`; when both are set, `placement` must be one of these.
+        """
+
+    @_builtins.property
+    def brand(self) -> _ad_pb2.BrandKit:
+        """The merchant's brand: its name for the copy, its logo and colours for the overlay."""
+
     def __init__(
         self,
         *,
@@ -155,10 +178,13 @@ class CreateAdRequest(_message.Message):
         overlay_headline: _builtins.bool = ...,
         ai_disclosure: _builtins.bool = ...,
         quality_preference: Global___QualityPreference.ValueType = ...,
+        product_photos: _abc.Iterable[_image_pb2.Image] | None = ...,
+        placements: _abc.Iterable[_ad_pb2.Placement.ValueType] | None = ...,
+        brand: _ad_pb2.BrandKit | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_num_inference_steps", b"_num_inference_steps", "_seed", b"_seed", "facts", b"facts", "num_inference_steps", b"num_inference_steps", "seed", b"seed"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_num_inference_steps", b"_num_inference_steps", "_seed", b"_seed", "brand", b"brand", "facts", b"facts", "num_inference_steps", b"num_inference_steps", "seed", b"seed"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_num_inference_steps", b"_num_inference_steps", "_seed", b"_seed", "ai_disclosure", b"ai_disclosure", "caption_length", b"caption_length", "emoji_level", b"emoji_level", "facts", b"facts", "height", b"height", "keyword", b"keyword", "model_id", b"model_id", "num_inference_steps", b"num_inference_steps", "output_format", b"output_format", "overlay_headline", b"overlay_headline", "placement", b"placement", "quality_preference", b"quality_preference", "request_id", b"request_id", "seed", b"seed", "tone", b"tone", "variant_count", b"variant_count", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_num_inference_steps", b"_num_inference_steps", "_seed", b"_seed", "ai_disclosure", b"ai_disclosure", "brand", b"brand", "caption_length", b"caption_length", "emoji_level", b"emoji_level", "facts", b"facts", "height", b"height", "keyword", b"keyword", "model_id", b"model_id", "num_inference_steps", b"num_inference_steps", "output_format", b"output_format", "overlay_headline", b"overlay_headline", "placement", b"placement", "placements", b"placements", "product_photos", b"product_photos", "quality_preference", b"quality_preference", "request_id", b"request_id", "seed", b"seed", "tone", b"tone", "variant_count", b"variant_count", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__num_inference_steps: _TypeAlias = _typing.Literal["num_inference_steps"]  # noqa: Y015
     _WhichOneofArgType__num_inference_steps: _TypeAlias = _typing.Literal["_num_inference_steps", b"_num_inference_steps"]  # noqa: Y015
@@ -231,15 +257,29 @@ class AdImage(_message.Message):
     IMAGE_FIELD_NUMBER: _builtins.int
     SEED_FIELD_NUMBER: _builtins.int
     IMAGE_PROMPT_FIELD_NUMBER: _builtins.int
+    TIMINGS_FIELD_NUMBER: _builtins.int
+    DATA_IN_STREAM_FIELD_NUMBER: _builtins.int
+    PLACEMENT_FIELD_NUMBER: _builtins.int
     variant_index: _builtins.int
     """Index of the variant, from 0."""
     seed: _builtins.int
     """Seed that produced it."""
     image_prompt: _builtins.str
     """The English prompt that produced it."""
+    data_in_stream: _builtins.bool
+    """Set only in the final `result` of StreamCreateAd: `image` carries format, width and height but no
+    `data`, because the same bytes already arrived in this stream's `image` event with the same
+    `variant_index` and `placement`. Unary responses always carry whole images.
+    """
+    placement: _ad_pb2.Placement.ValueType
+    """The placement this image was made for."""
     @_builtins.property
     def image(self) -> _image_pb2.Image:
         """The encoded image at the delivered size."""
+
+    @_builtins.property
+    def timings(self) -> Global___ImageTimings:
+        """Where the time went for this image."""
 
     def __init__(
         self,
@@ -248,14 +288,73 @@ class AdImage(_message.Message):
         image: _image_pb2.Image | None = ...,
         seed: _builtins.int = ...,
         image_prompt: _builtins.str = ...,
+        timings: Global___ImageTimings | None = ...,
+        data_in_stream: _builtins.bool = ...,
+        placement: _ad_pb2.Placement.ValueType = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["image", b"image"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["image", b"image", "timings", b"timings"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["image", b"image", "image_prompt", b"image_prompt", "seed", b"seed", "variant_index", b"variant_index"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data_in_stream", b"data_in_stream", "image", b"image", "image_prompt", b"image_prompt", "placement", b"placement", "seed", b"seed", "timings", b"timings", "variant_index", b"variant_index"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AdImage: _TypeAlias = AdImage  # noqa: Y015
+
+@_typing.final
+class ImageTimings(_message.Message):
+    """Where the time of one delivered image went. The image's parts run one after another, so
+    queue + load + denoise + decode + encode + deliver is its latency after the copy was written.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_FIELD_NUMBER: _builtins.int
+    LOAD_FIELD_NUMBER: _builtins.int
+    DENOISE_FIELD_NUMBER: _builtins.int
+    DECODE_FIELD_NUMBER: _builtins.int
+    ENCODE_FIELD_NUMBER: _builtins.int
+    DELIVER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def queue(self) -> _duration_pb2.Duration:
+        """Waiting in the GPU queue."""
+
+    @_builtins.property
+    def load(self) -> _duration_pb2.Duration:
+        """Unloading the previous model and loading this one (zero when it was resident)."""
+
+    @_builtins.property
+    def denoise(self) -> _duration_pb2.Duration:
+        """Encoding the prompt and denoising."""
+
+    @_builtins.property
+    def decode(self) -> _duration_pb2.Duration:
+        """Decoding latents to pixels (VAE)."""
+
+    @_builtins.property
+    def encode(self) -> _duration_pb2.Duration:
+        """Encoding the delivered file (PNG, JPEG or WebP) with its labels."""
+
+    @_builtins.property
+    def deliver(self) -> _duration_pb2.Duration:
+        """Everything else after the pixels existed: the hop between services, sizing, overlay and compositing."""
+
+    def __init__(
+        self,
+        *,
+        queue: _duration_pb2.Duration | None = ...,
+        load: _duration_pb2.Duration | None = ...,
+        denoise: _duration_pb2.Duration | None = ...,
+        decode: _duration_pb2.Duration | None = ...,
+        encode: _duration_pb2.Duration | None = ...,
+        deliver: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["decode", b"decode", "deliver", b"deliver", "denoise", b"denoise", "encode", b"encode", "load", b"load", "queue", b"queue"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decode", b"decode", "deliver", b"deliver", "denoise", b"denoise", "encode", b"encode", "load", b"load", "queue", b"queue"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImageTimings: _TypeAlias = ImageTimings  # noqa: Y015
 
 @_typing.final
 class CreateAdResponse(_message.Message):
@@ -269,6 +368,7 @@ class CreateAdResponse(_message.Message):
     NUM_INFERENCE_STEPS_FIELD_NUMBER: _builtins.int
     TOTAL_DURATION_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    COPY_DURATION_FIELD_NUMBER: _builtins.int
     model_id: _builtins.str
     """Registry id of the image model used."""
     num_inference_steps: _builtins.int
@@ -281,11 +381,17 @@ class CreateAdResponse(_message.Message):
 
     @_builtins.property
     def images(self) -> _containers.RepeatedCompositeFieldContainer[Global___AdImage]:
-        """The images, one per variant, in variant order."""
+        """The images, one per variant and placement: variant by variant, and within a variant the placements in
+        the order asked.
+        """
 
     @_builtins.property
     def total_duration(self) -> _duration_pb2.Duration:
         """Wall time of the whole request."""
+
+    @_builtins.property
+    def copy_duration(self) -> _duration_pb2.Duration:
+        """Time the copywriter took to write the copy and the image prompts."""
 
     def __init__(
         self,
@@ -296,10 +402,11 @@ class CreateAdResponse(_message.Message):
         num_inference_steps: _builtins.int = ...,
         total_duration: _duration_pb2.Duration | None = ...,
         request_id: _builtins.str = ...,
+        copy_duration: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["copy", b"copy", "total_duration", b"total_duration"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["copy", b"copy", "copy_duration", b"copy_duration", "total_duration", b"total_duration"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["copy", b"copy", "images", b"images", "model_id", b"model_id", "num_inference_steps", b"num_inference_steps", "request_id", b"request_id", "total_duration", b"total_duration"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["copy", b"copy", "copy_duration", b"copy_duration", "images", b"images", "model_id", b"model_id", "num_inference_steps", b"num_inference_steps", "request_id", b"request_id", "total_duration", b"total_duration"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -381,7 +488,9 @@ class StreamCreateAdResponse(_message.Message):
 
     @_builtins.property
     def result(self) -> Global___CreateAdResponse:
-        """The finished ad; the last event of the stream."""
+        """The finished ad; the last event of the stream. Its images do not repeat the bytes already
+        streamed: each has `data_in_stream` set and an empty `image.data` (see AdImage).
+        """
 
     def __init__(
         self,
@@ -422,7 +531,7 @@ class EditAdRequest(_message.Message):
     seed: _builtins.int
     """Seed. Unset picks a random seed."""
     output_format: _image_pb2.ImageFormat.ValueType
-    """Format of the output file. Unspecified means PNG."""
+    """Format of the output file: PNG, JPEG or WebP. Unspecified means JPEG (as in CreateAdRequest)."""
     num_inference_steps: _builtins.int
     """Denoising steps. Unset uses the model's default."""
     request_id: _builtins.str
@@ -472,6 +581,8 @@ class EditAdResponse(_message.Message):
     MODEL_ID_FIELD_NUMBER: _builtins.int
     TOTAL_DURATION_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    TIMINGS_FIELD_NUMBER: _builtins.int
+    INSTRUCTION_DURATION_FIELD_NUMBER: _builtins.int
     edit_instruction: _builtins.str
     """The English instruction the edit model received."""
     seed: _builtins.int
@@ -488,6 +599,14 @@ class EditAdResponse(_message.Message):
     def total_duration(self) -> _duration_pb2.Duration:
         """Wall time of the whole request."""
 
+    @_builtins.property
+    def timings(self) -> Global___ImageTimings:
+        """Where the time of the image went."""
+
+    @_builtins.property
+    def instruction_duration(self) -> _duration_pb2.Duration:
+        """Time the copywriter took to write the English edit instruction."""
+
     def __init__(
         self,
         *,
@@ -497,10 +616,12 @@ class EditAdResponse(_message.Message):
         model_id: _builtins.str = ...,
         total_duration: _duration_pb2.Duration | None = ...,
         request_id: _builtins.str = ...,
+        timings: Global___ImageTimings | None = ...,
+        instruction_duration: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["image", b"image", "total_duration", b"total_duration"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["image", b"image", "instruction_duration", b"instruction_duration", "timings", b"timings", "total_duration", b"total_duration"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["edit_instruction", b"edit_instruction", "image", b"image", "model_id", b"model_id", "request_id", b"request_id", "seed", b"seed", "total_duration", b"total_duration"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["edit_instruction", b"edit_instruction", "image", b"image", "instruction_duration", b"instruction_duration", "model_id", b"model_id", "request_id", b"request_id", "seed", b"seed", "timings", b"timings", "total_duration", b"total_duration"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

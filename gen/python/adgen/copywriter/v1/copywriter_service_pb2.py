@@ -25,25 +25,25 @@ _sym_db = _symbol_database.Default()
 from adgen.type.v1 import ad_pb2 as adgen_dot_type_dot_v1_dot_ad__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n,adgen/copywriter/v1/copywriter_service.proto\x12\x13\x61\x64gen.copywriter.v1\x1a\x16\x61\x64gen/type/v1/ad.proto\"\x80\x01\n\x0e\x43opyProvenance\x12-\n\x07\x62\x61\x63kend\x18\x01 \x01(\x0e\x32\x1c.adgen.copywriter.v1.Backend\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rprompt_tokens\x18\x03 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x04 \x01(\x05\"\xcd\x02\n\x13GenerateCopyRequest\x12\x0f\n\x07keyword\x18\x01 \x01(\t\x12!\n\x04tone\x18\x02 \x01(\x0e\x32\x13.adgen.type.v1.Tone\x12+\n\tplacement\x18\x03 \x01(\x0e\x32\x18.adgen.type.v1.Placement\x12\x17\n\x0ftarget_model_id\x18\x04 \x01(\t\x12+\n\x05\x66\x61\x63ts\x18\x05 \x01(\x0b\x32\x1c.adgen.type.v1.MerchantFacts\x12\x34\n\x0e\x63\x61ption_length\x18\x06 \x01(\x0e\x32\x1c.adgen.type.v1.CaptionLength\x12.\n\x0b\x65moji_level\x18\x07 \x01(\x0e\x32\x19.adgen.type.v1.EmojiLevel\x12\x15\n\rvariant_count\x18\x08 \x01(\x05\x12\x12\n\nrequest_id\x18\t \x01(\t\"\xcf\x01\n\x14GenerateCopyResponse\x12\x15\n\rimage_prompts\x18\x01 \x03(\t\x12\x0f\n\x07\x63\x61ption\x18\x02 \x01(\t\x12\x0c\n\x04hook\x18\x03 \x01(\t\x12\x10\n\x08hashtags\x18\x04 \x03(\t\x12\x10\n\x08headline\x18\x05 \x01(\t\x12\x10\n\x08\x61lt_text\x18\x06 \x01(\t\x12\x12\n\nfacts_used\x18\x07 \x03(\t\x12\x37\n\nprovenance\x18\x08 \x01(\x0b\x32#.adgen.copywriter.v1.CopyProvenance\"[\n\x1bWriteEditInstructionRequest\x12\x0f\n\x07request\x18\x01 \x01(\t\x12\x17\n\x0ftarget_model_id\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"l\n\x1cWriteEditInstructionResponse\x12\x13\n\x0binstruction\x18\x01 \x01(\t\x12\x37\n\nprovenance\x18\x02 \x01(\x0b\x32#.adgen.copywriter.v1.CopyProvenance*I\n\x07\x42\x61\x63kend\x12\x17\n\x13\x42\x41\x43KEND_UNSPECIFIED\x10\x00\x12\x14\n\x10\x42\x41\x43KEND_TEMPLATE\x10\x01\x12\x0f\n\x0b\x42\x41\x43KEND_LLM\x10\x02\x32\xf5\x01\n\x11\x43opywriterService\x12\x63\n\x0cGenerateCopy\x12(.adgen.copywriter.v1.GenerateCopyRequest\x1a).adgen.copywriter.v1.GenerateCopyResponse\x12{\n\x14WriteEditInstruction\x12\x30.adgen.copywriter.v1.WriteEditInstructionRequest\x1a\x31.adgen.copywriter.v1.WriteEditInstructionResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n,adgen/copywriter/v1/copywriter_service.proto\x12\x13\x61\x64gen.copywriter.v1\x1a\x16\x61\x64gen/type/v1/ad.proto\"\x80\x01\n\x0e\x43opyProvenance\x12-\n\x07\x62\x61\x63kend\x18\x01 \x01(\x0e\x32\x1c.adgen.copywriter.v1.Backend\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rprompt_tokens\x18\x03 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x04 \x01(\x05\"\xf8\x02\n\x13GenerateCopyRequest\x12\x0f\n\x07keyword\x18\x01 \x01(\t\x12!\n\x04tone\x18\x02 \x01(\x0e\x32\x13.adgen.type.v1.Tone\x12+\n\tplacement\x18\x03 \x01(\x0e\x32\x18.adgen.type.v1.Placement\x12\x17\n\x0ftarget_model_id\x18\x04 \x01(\t\x12+\n\x05\x66\x61\x63ts\x18\x05 \x01(\x0b\x32\x1c.adgen.type.v1.MerchantFacts\x12\x34\n\x0e\x63\x61ption_length\x18\x06 \x01(\x0e\x32\x1c.adgen.type.v1.CaptionLength\x12.\n\x0b\x65moji_level\x18\x07 \x01(\x0e\x32\x19.adgen.type.v1.EmojiLevel\x12\x15\n\rvariant_count\x18\x08 \x01(\x05\x12\x12\n\nrequest_id\x18\t \x01(\t\x12\x12\n\nbrand_name\x18\n \x01(\t\x12\x15\n\rproduct_photo\x18\x0b \x01(\x08\"\xcf\x01\n\x14GenerateCopyResponse\x12\x15\n\rimage_prompts\x18\x01 \x03(\t\x12\x0f\n\x07\x63\x61ption\x18\x02 \x01(\t\x12\x0c\n\x04hook\x18\x03 \x01(\t\x12\x10\n\x08hashtags\x18\x04 \x03(\t\x12\x10\n\x08headline\x18\x05 \x01(\t\x12\x10\n\x08\x61lt_text\x18\x06 \x01(\t\x12\x12\n\nfacts_used\x18\x07 \x03(\t\x12\x37\n\nprovenance\x18\x08 \x01(\x0b\x32#.adgen.copywriter.v1.CopyProvenance\"[\n\x1bWriteEditInstructionRequest\x12\x0f\n\x07request\x18\x01 \x01(\t\x12\x17\n\x0ftarget_model_id\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"l\n\x1cWriteEditInstructionResponse\x12\x13\n\x0binstruction\x18\x01 \x01(\t\x12\x37\n\nprovenance\x18\x02 \x01(\x0b\x32#.adgen.copywriter.v1.CopyProvenance*I\n\x07\x42\x61\x63kend\x12\x17\n\x13\x42\x41\x43KEND_UNSPECIFIED\x10\x00\x12\x14\n\x10\x42\x41\x43KEND_TEMPLATE\x10\x01\x12\x0f\n\x0b\x42\x41\x43KEND_LLM\x10\x02\x32\xf5\x01\n\x11\x43opywriterService\x12\x63\n\x0cGenerateCopy\x12(.adgen.copywriter.v1.GenerateCopyRequest\x1a).adgen.copywriter.v1.GenerateCopyResponse\x12{\n\x14WriteEditInstruction\x12\x30.adgen.copywriter.v1.WriteEditInstructionRequest\x1a\x31.adgen.copywriter.v1.WriteEditInstructionResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'adgen.copywriter.v1.copywriter_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_BACKEND']._serialized_start=973
-  _globals['_BACKEND']._serialized_end=1046
+  _globals['_BACKEND']._serialized_start=1016
+  _globals['_BACKEND']._serialized_end=1089
   _globals['_COPYPROVENANCE']._serialized_start=94
   _globals['_COPYPROVENANCE']._serialized_end=222
   _globals['_GENERATECOPYREQUEST']._serialized_start=225
-  _globals['_GENERATECOPYREQUEST']._serialized_end=558
-  _globals['_GENERATECOPYRESPONSE']._serialized_start=561
-  _globals['_GENERATECOPYRESPONSE']._serialized_end=768
-  _globals['_WRITEEDITINSTRUCTIONREQUEST']._serialized_start=770
-  _globals['_WRITEEDITINSTRUCTIONREQUEST']._serialized_end=861
-  _globals['_WRITEEDITINSTRUCTIONRESPONSE']._serialized_start=863
-  _globals['_WRITEEDITINSTRUCTIONRESPONSE']._serialized_end=971
-  _globals['_COPYWRITERSERVICE']._serialized_start=1049
-  _globals['_COPYWRITERSERVICE']._serialized_end=1294
+  _globals['_GENERATECOPYREQUEST']._serialized_end=601
+  _globals['_GENERATECOPYRESPONSE']._serialized_start=604
+  _globals['_GENERATECOPYRESPONSE']._serialized_end=811
+  _globals['_WRITEEDITINSTRUCTIONREQUEST']._serialized_start=813
+  _globals['_WRITEEDITINSTRUCTIONREQUEST']._serialized_end=904
+  _globals['_WRITEEDITINSTRUCTIONRESPONSE']._serialized_start=906
+  _globals['_WRITEEDITINSTRUCTIONRESPONSE']._serialized_end=1014
+  _globals['_COPYWRITERSERVICE']._serialized_start=1092
+  _globals['_COPYWRITERSERVICE']._serialized_end=1337
 # @@protoc_insertion_point(module_scope)

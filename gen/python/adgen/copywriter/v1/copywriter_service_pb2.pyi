@@ -93,6 +93,8 @@ class GenerateCopyRequest(_message.Message):
     EMOJI_LEVEL_FIELD_NUMBER: _builtins.int
     VARIANT_COUNT_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    BRAND_NAME_FIELD_NUMBER: _builtins.int
+    PRODUCT_PHOTO_FIELD_NUMBER: _builtins.int
     keyword: _builtins.str
     """Korean product keyword, e.g. "여름 느낌 딸기 생과일 주스". Required, at most 100 graphemes."""
     tone: _ad_pb2.Tone.ValueType
@@ -113,6 +115,12 @@ class GenerateCopyRequest(_message.Message):
     """Caller-chosen id, informational only: the service tags its logs and answers in trailing metadata
     the call's `x-request-id` metadata (a token of at most 128 of [A-Za-z0-9._:-]), so send it there too.
     """
+    brand_name: _builtins.str
+    """The merchant's brand name; the copy names the shop with it when facts.shop_name is empty."""
+    product_photo: _builtins.bool
+    """The merchant's product photo will be placed in the image: the image prompts describe only the scene
+    around the product (surface, background, light, props) and never the product itself.
+    """
     @_builtins.property
     def facts(self) -> _ad_pb2.MerchantFacts:
         """Facts the merchant vouches for; the only prices, origins and promotions the copy may use."""
@@ -129,10 +137,12 @@ class GenerateCopyRequest(_message.Message):
         emoji_level: _ad_pb2.EmojiLevel.ValueType = ...,
         variant_count: _builtins.int = ...,
         request_id: _builtins.str = ...,
+        brand_name: _builtins.str = ...,
+        product_photo: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["facts", b"facts"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["caption_length", b"caption_length", "emoji_level", b"emoji_level", "facts", b"facts", "keyword", b"keyword", "placement", b"placement", "request_id", b"request_id", "target_model_id", b"target_model_id", "tone", b"tone", "variant_count", b"variant_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["brand_name", b"brand_name", "caption_length", b"caption_length", "emoji_level", b"emoji_level", "facts", b"facts", "keyword", b"keyword", "placement", b"placement", "product_photo", b"product_photo", "request_id", b"request_id", "target_model_id", b"target_model_id", "tone", b"tone", "variant_count", b"variant_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -593,11 +593,15 @@ class GenerateRequest(_message.Message):
     seed: _builtins.int
     """Seed of the first image; image i uses seed + i. Unset picks a random seed."""
     image_count: _builtins.int
-    """Number of images, 1 to 4. 0 means 1."""
+    """Number of images, 1 to 4. 0 means 1. They run as one batched pipeline call when memory allows."""
     output_format: _image_pb2.ImageFormat.ValueType
-    """Format of the output files. Unspecified means PNG."""
+    """Format of the output files. Unspecified means PNG. IMAGE_FORMAT_RAW_RGB returns the decoded pixels
+    uncompressed (no encode at all), the form the orchestrator asks for.
+    """
     priority: _builtins.int
-    """Scheduling priority; higher runs earlier among waiting jobs. 0 is normal."""
+    """Scheduling priority; higher runs earlier among waiting jobs. 0 is normal; above 0 needs the admin role
+    when authentication is on.
+    """
     request_id: _builtins.str
     """Caller-chosen id, informational only: the service tags its logs and answers in trailing metadata
     the call's `x-request-id` metadata (a token of at most 128 of [A-Za-z0-9._:-]), so send it there too.
@@ -675,6 +679,7 @@ class JobTimings(_message.Message):
     DENOISE_FIELD_NUMBER: _builtins.int
     DECODE_FIELD_NUMBER: _builtins.int
     TOTAL_FIELD_NUMBER: _builtins.int
+    ENCODE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def queue(self) -> _duration_pb2.Duration:
         """Waiting in the queue."""
@@ -689,11 +694,17 @@ class JobTimings(_message.Message):
 
     @_builtins.property
     def decode(self) -> _duration_pb2.Duration:
-        """Decoding latents and encoding files."""
+        """Decoding latents to pixels (VAE)."""
 
     @_builtins.property
     def total(self) -> _duration_pb2.Duration:
         """From arrival to result."""
+
+    @_builtins.property
+    def encode(self) -> _duration_pb2.Duration:
+        """Encoding the output files (zero for IMAGE_FORMAT_RAW_RGB). Runs off the GPU worker, overlapping the
+        next job's denoising.
+        """
 
     def __init__(
         self,
@@ -703,10 +714,11 @@ class JobTimings(_message.Message):
         denoise: _duration_pb2.Duration | None = ...,
         decode: _duration_pb2.Duration | None = ...,
         total: _duration_pb2.Duration | None = ...,
+        encode: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["decode", b"decode", "denoise", b"denoise", "load", b"load", "queue", b"queue", "total", b"total"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["decode", b"decode", "denoise", b"denoise", "encode", b"encode", "load", b"load", "queue", b"queue", "total", b"total"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["decode", b"decode", "denoise", b"denoise", "load", b"load", "queue", b"queue", "total", b"total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decode", b"decode", "denoise", b"denoise", "encode", b"encode", "load", b"load", "queue", b"queue", "total", b"total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -871,11 +883,15 @@ class EditRequest(_message.Message):
     seed: _builtins.int
     """Seed of the first image; image i uses seed + i. Unset picks a random seed."""
     image_count: _builtins.int
-    """Number of images, 1 to 4. 0 means 1."""
+    """Number of images, 1 to 4. 0 means 1. They run as one batched pipeline call when memory allows."""
     output_format: _image_pb2.ImageFormat.ValueType
-    """Format of the output files. Unspecified means PNG."""
+    """Format of the output files. Unspecified means PNG. IMAGE_FORMAT_RAW_RGB returns the decoded pixels
+    uncompressed (no encode at all), the form the orchestrator asks for.
+    """
     priority: _builtins.int
-    """Scheduling priority; higher runs earlier among waiting jobs. 0 is normal."""
+    """Scheduling priority; higher runs earlier among waiting jobs. 0 is normal; above 0 needs the admin role
+    when authentication is on.
+    """
     request_id: _builtins.str
     """Caller-chosen id, informational only: the service tags its logs and answers in trailing metadata
     the call's `x-request-id` metadata (a token of at most 128 of [A-Za-z0-9._:-]), so send it there too.

@@ -22,23 +22,26 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from adgen.type.v1 import image_pb2 as adgen_dot_type_dot_v1_dot_image__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x61\x64gen/type/v1/ad.proto\x12\radgen.type.v1\"c\n\rMerchantFacts\x12\x11\n\tshop_name\x18\x01 \x01(\t\x12\r\n\x05price\x18\x02 \x01(\t\x12\x0e\n\x06origin\x18\x03 \x01(\t\x12\x11\n\tpromotion\x18\x04 \x01(\t\x12\r\n\x05\x65xtra\x18\x05 \x03(\t*}\n\x04Tone\x12\x14\n\x10TONE_UNSPECIFIED\x10\x00\x12\x11\n\rTONE_FRIENDLY\x10\x01\x12\x12\n\x0eTONE_EMOTIONAL\x10\x02\x12\x10\n\x0cTONE_PREMIUM\x10\x03\x12\x10\n\x0cTONE_PLAYFUL\x10\x04\x12\x14\n\x10TONE_INFORMATIVE\x10\x05*s\n\tPlacement\x12\x19\n\x15PLACEMENT_UNSPECIFIED\x10\x00\x12\x19\n\x15PLACEMENT_FEED_SQUARE\x10\x01\x12\x1b\n\x17PLACEMENT_FEED_PORTRAIT\x10\x02\x12\x13\n\x0fPLACEMENT_STORY\x10\x03*}\n\rCaptionLength\x12\x1e\n\x1a\x43\x41PTION_LENGTH_UNSPECIFIED\x10\x00\x12\x18\n\x14\x43\x41PTION_LENGTH_SHORT\x10\x01\x12\x19\n\x15\x43\x41PTION_LENGTH_MEDIUM\x10\x02\x12\x17\n\x13\x43\x41PTION_LENGTH_LONG\x10\x03*l\n\nEmojiLevel\x12\x1b\n\x17\x45MOJI_LEVEL_UNSPECIFIED\x10\x00\x12\x14\n\x10\x45MOJI_LEVEL_NONE\x10\x01\x12\x15\n\x11\x45MOJI_LEVEL_LIGHT\x10\x02\x12\x14\n\x10\x45MOJI_LEVEL_RICH\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x61\x64gen/type/v1/ad.proto\x12\radgen.type.v1\x1a\x19\x61\x64gen/type/v1/image.proto\"c\n\rMerchantFacts\x12\x11\n\tshop_name\x18\x01 \x01(\t\x12\r\n\x05price\x18\x02 \x01(\t\x12\x0e\n\x06origin\x18\x03 \x01(\t\x12\x11\n\tpromotion\x18\x04 \x01(\t\x12\r\n\x05\x65xtra\x18\x05 \x03(\t\"\x80\x01\n\x08\x42randKit\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\"\n\x04logo\x18\x02 \x01(\x0b\x32\x14.adgen.type.v1.Image\x12\x15\n\rprimary_color\x18\x03 \x01(\t\x12\x14\n\x0c\x61\x63\x63\x65nt_color\x18\x04 \x01(\t\x12\x15\n\rheadline_font\x18\x05 \x01(\t*}\n\x04Tone\x12\x14\n\x10TONE_UNSPECIFIED\x10\x00\x12\x11\n\rTONE_FRIENDLY\x10\x01\x12\x12\n\x0eTONE_EMOTIONAL\x10\x02\x12\x10\n\x0cTONE_PREMIUM\x10\x03\x12\x10\n\x0cTONE_PLAYFUL\x10\x04\x12\x14\n\x10TONE_INFORMATIVE\x10\x05*s\n\tPlacement\x12\x19\n\x15PLACEMENT_UNSPECIFIED\x10\x00\x12\x19\n\x15PLACEMENT_FEED_SQUARE\x10\x01\x12\x1b\n\x17PLACEMENT_FEED_PORTRAIT\x10\x02\x12\x13\n\x0fPLACEMENT_STORY\x10\x03*}\n\rCaptionLength\x12\x1e\n\x1a\x43\x41PTION_LENGTH_UNSPECIFIED\x10\x00\x12\x18\n\x14\x43\x41PTION_LENGTH_SHORT\x10\x01\x12\x19\n\x15\x43\x41PTION_LENGTH_MEDIUM\x10\x02\x12\x17\n\x13\x43\x41PTION_LENGTH_LONG\x10\x03*l\n\nEmojiLevel\x12\x1b\n\x17\x45MOJI_LEVEL_UNSPECIFIED\x10\x00\x12\x14\n\x10\x45MOJI_LEVEL_NONE\x10\x01\x12\x15\n\x11\x45MOJI_LEVEL_LIGHT\x10\x02\x12\x14\n\x10\x45MOJI_LEVEL_RICH\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'adgen.type.v1.ad_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TONE']._serialized_start=142
-  _globals['_TONE']._serialized_end=267
-  _globals['_PLACEMENT']._serialized_start=269
-  _globals['_PLACEMENT']._serialized_end=384
-  _globals['_CAPTIONLENGTH']._serialized_start=386
-  _globals['_CAPTIONLENGTH']._serialized_end=511
-  _globals['_EMOJILEVEL']._serialized_start=513
-  _globals['_EMOJILEVEL']._serialized_end=621
-  _globals['_MERCHANTFACTS']._serialized_start=41
-  _globals['_MERCHANTFACTS']._serialized_end=140
+  _globals['_TONE']._serialized_start=300
+  _globals['_TONE']._serialized_end=425
+  _globals['_PLACEMENT']._serialized_start=427
+  _globals['_PLACEMENT']._serialized_end=542
+  _globals['_CAPTIONLENGTH']._serialized_start=544
+  _globals['_CAPTIONLENGTH']._serialized_end=669
+  _globals['_EMOJILEVEL']._serialized_start=671
+  _globals['_EMOJILEVEL']._serialized_end=779
+  _globals['_MERCHANTFACTS']._serialized_start=68
+  _globals['_MERCHANTFACTS']._serialized_end=167
+  _globals['_BRANDKIT']._serialized_start=170
+  _globals['_BRANDKIT']._serialized_end=298
 # @@protoc_insertion_point(module_scope)

@@ -3,6 +3,7 @@
 isort:skip_file
 """
 
+from adgen.type.v1 import image_pb2 as _image_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -180,3 +181,47 @@ class MerchantFacts(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___MerchantFacts: _TypeAlias = MerchantFacts  # noqa: Y015
+
+@_typing.final
+class BrandKit(_message.Message):
+    """A merchant's brand, passed with each request (the services store no brands: the caller's backend already
+    owns its merchants, and any orchestrator replica can serve any call).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    LOGO_FIELD_NUMBER: _builtins.int
+    PRIMARY_COLOR_FIELD_NUMBER: _builtins.int
+    ACCENT_COLOR_FIELD_NUMBER: _builtins.int
+    HEADLINE_FONT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Brand name, e.g. "하루카페"; the copy uses it (in place of MerchantFacts.shop_name when that is empty)."""
+    primary_color: _builtins.str
+    """Primary colour as "#RRGGBB": the headline's panel."""
+    accent_color: _builtins.str
+    """Accent colour as "#RRGGBB": the headline's text and the AI badge."""
+    headline_font: _builtins.str
+    """Headline font, one of the fonts the server ships, e.g. "pretendard-bold" (the default when empty),
+    "pretendard-black", "pretendard-extrabold", "pretendard-semibold", "pretendard-medium".
+    """
+    @_builtins.property
+    def logo(self) -> _image_pb2.Image:
+        """Logo as a PNG with an alpha channel, at most 1 MiB; drawn in a corner of the placement's safe zone."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        logo: _image_pb2.Image | None = ...,
+        primary_color: _builtins.str = ...,
+        accent_color: _builtins.str = ...,
+        headline_font: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["logo", b"logo"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accent_color", b"accent_color", "headline_font", b"headline_font", "logo", b"logo", "name", b"name", "primary_color", b"primary_color"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BrandKit: _TypeAlias = BrandKit  # noqa: Y015

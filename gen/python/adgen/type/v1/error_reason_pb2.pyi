@@ -84,6 +84,25 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """The HTTP edge has no such method, or does not serve it over this HTTP method or content type
     (UNIMPLEMENTED).
     """
+    ERROR_REASON_RESPONSE_TOO_LARGE: _ErrorReason.ValueType  # 27
+    """The response would be larger than the server may send (its max message size); `ErrorInfo.metadata`
+    carries the predicted and the limit bytes. Refused before any GPU work: use the streaming call, a
+    compressed output format or fewer variants (RESOURCE_EXHAUSTED).
+    """
+    ERROR_REASON_TOKEN_MISSING: _ErrorReason.ValueType  # 28
+    """The call carried no `authorization: Bearer <token>` metadata (UNAUTHENTICATED)."""
+    ERROR_REASON_TOKEN_INVALID: _ErrorReason.ValueType  # 29
+    """The bearer token is not a known API key, or is a JWT that failed verification (UNAUTHENTICATED)."""
+    ERROR_REASON_TOKEN_EXPIRED: _ErrorReason.ValueType  # 30
+    """The bearer token is a JWT past its expiry (UNAUTHENTICATED)."""
+    ERROR_REASON_ROLE_REQUIRED: _ErrorReason.ValueType  # 31
+    """The caller's role may not do this, e.g. model control or a priority above 0 without the admin role;
+    `ErrorInfo.metadata` names the role needed (PERMISSION_DENIED).
+    """
+    ERROR_REASON_RATE_LIMITED: _ErrorReason.ValueType  # 32
+    """The caller sent more requests than its rate limit allows; `google.rpc.RetryInfo` says when to retry
+    (RESOURCE_EXHAUSTED).
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Machine-readable reasons carried in `google.rpc.ErrorInfo.reason` of every error the
@@ -153,5 +172,24 @@ ERROR_REASON_MESSAGE_TOO_LARGE: ErrorReason.ValueType  # 25
 ERROR_REASON_UNSUPPORTED_CALL: ErrorReason.ValueType  # 26
 """The HTTP edge has no such method, or does not serve it over this HTTP method or content type
 (UNIMPLEMENTED).
+"""
+ERROR_REASON_RESPONSE_TOO_LARGE: ErrorReason.ValueType  # 27
+"""The response would be larger than the server may send (its max message size); `ErrorInfo.metadata`
+carries the predicted and the limit bytes. Refused before any GPU work: use the streaming call, a
+compressed output format or fewer variants (RESOURCE_EXHAUSTED).
+"""
+ERROR_REASON_TOKEN_MISSING: ErrorReason.ValueType  # 28
+"""The call carried no `authorization: Bearer <token>` metadata (UNAUTHENTICATED)."""
+ERROR_REASON_TOKEN_INVALID: ErrorReason.ValueType  # 29
+"""The bearer token is not a known API key, or is a JWT that failed verification (UNAUTHENTICATED)."""
+ERROR_REASON_TOKEN_EXPIRED: ErrorReason.ValueType  # 30
+"""The bearer token is a JWT past its expiry (UNAUTHENTICATED)."""
+ERROR_REASON_ROLE_REQUIRED: ErrorReason.ValueType  # 31
+"""The caller's role may not do this, e.g. model control or a priority above 0 without the admin role;
+`ErrorInfo.metadata` names the role needed (PERMISSION_DENIED).
+"""
+ERROR_REASON_RATE_LIMITED: ErrorReason.ValueType  # 32
+"""The caller sent more requests than its rate limit allows; `google.rpc.RetryInfo` says when to retry
+(RESOURCE_EXHAUSTED).
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

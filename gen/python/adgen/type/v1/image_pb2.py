@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x61\x64gen/type/v1/image.proto\x12\radgen.type.v1\"`\n\x05Image\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12*\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x1a.adgen.type.v1.ImageFormat\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x0e\n\x06height\x18\x04 \x01(\x05*o\n\x0bImageFormat\x12\x1c\n\x18IMAGE_FORMAT_UNSPECIFIED\x10\x00\x12\x14\n\x10IMAGE_FORMAT_PNG\x10\x01\x12\x15\n\x11IMAGE_FORMAT_JPEG\x10\x02\x12\x15\n\x11IMAGE_FORMAT_WEBP\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x61\x64gen/type/v1/image.proto\x12\radgen.type.v1\"p\n\x05Image\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12*\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x1a.adgen.type.v1.ImageFormat\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x0e\n\x06height\x18\x04 \x01(\x05\x12\x0e\n\x06stride\x18\x05 \x01(\x05*\x89\x01\n\x0bImageFormat\x12\x1c\n\x18IMAGE_FORMAT_UNSPECIFIED\x10\x00\x12\x14\n\x10IMAGE_FORMAT_PNG\x10\x01\x12\x15\n\x11IMAGE_FORMAT_JPEG\x10\x02\x12\x15\n\x11IMAGE_FORMAT_WEBP\x10\x03\x12\x18\n\x14IMAGE_FORMAT_RAW_RGB\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'adgen.type.v1.image_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_IMAGEFORMAT']._serialized_start=142
-  _globals['_IMAGEFORMAT']._serialized_end=253
+  _globals['_IMAGEFORMAT']._serialized_start=159
+  _globals['_IMAGEFORMAT']._serialized_end=296
   _globals['_IMAGE']._serialized_start=44
-  _globals['_IMAGE']._serialized_end=140
+  _globals['_IMAGE']._serialized_end=156
 # @@protoc_insertion_point(module_scope)

@@ -31,6 +31,10 @@ class _ImageFormatEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ImageForm
     """Baseline JPEG."""
     IMAGE_FORMAT_WEBP: _ImageFormat.ValueType  # 3
     """WebP (lossy)."""
+    IMAGE_FORMAT_RAW_RGB: _ImageFormat.ValueType  # 4
+    """Uncompressed 8-bit RGB pixels, row by row from the top, `stride` bytes a row (at least 3 × width).
+    Costs no compression, so services use it between themselves; it carries no metadata.
+    """
 
 class ImageFormat(_ImageFormat, metaclass=_ImageFormatEnumTypeWrapper):
     """Container format of an encoded image."""
@@ -43,6 +47,10 @@ IMAGE_FORMAT_JPEG: ImageFormat.ValueType  # 2
 """Baseline JPEG."""
 IMAGE_FORMAT_WEBP: ImageFormat.ValueType  # 3
 """WebP (lossy)."""
+IMAGE_FORMAT_RAW_RGB: ImageFormat.ValueType  # 4
+"""Uncompressed 8-bit RGB pixels, row by row from the top, `stride` bytes a row (at least 3 × width).
+Costs no compression, so services use it between themselves; it carries no metadata.
+"""
 Global___ImageFormat: _TypeAlias = ImageFormat  # noqa: Y015
 
 @_typing.final
@@ -55,6 +63,7 @@ class Image(_message.Message):
     FORMAT_FIELD_NUMBER: _builtins.int
     WIDTH_FIELD_NUMBER: _builtins.int
     HEIGHT_FIELD_NUMBER: _builtins.int
+    STRIDE_FIELD_NUMBER: _builtins.int
     data: _builtins.bytes
     """The encoded file (PNG, JPEG or WebP), exactly as it would be written to disk."""
     format: Global___ImageFormat.ValueType
@@ -63,6 +72,10 @@ class Image(_message.Message):
     """Width in pixels. Set by servers on outputs; ignored on inputs."""
     height: _builtins.int
     """Height in pixels. Set by servers on outputs; ignored on inputs."""
+    stride: _builtins.int
+    """Bytes from the start of one pixel row to the next. Set only with IMAGE_FORMAT_RAW_RGB, where
+    width, height and stride are all required; 0 otherwise.
+    """
     def __init__(
         self,
         *,
@@ -70,10 +83,11 @@ class Image(_message.Message):
         format: Global___ImageFormat.ValueType = ...,
         width: _builtins.int = ...,
         height: _builtins.int = ...,
+        stride: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "format", b"format", "height", b"height", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "format", b"format", "height", b"height", "stride", b"stride", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -4,7 +4,7 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { CaptionLength, EmojiLevel, MerchantFacts, Placement, Tone } from "../../type/v1/ad_pb.js";
+import type { BrandKit, CaptionLength, EmojiLevel, MerchantFacts, Placement, Tone } from "../../type/v1/ad_pb.js";
 import { file_adgen_type_v1_ad } from "../../type/v1/ad_pb.js";
 import type { Image, ImageFormat } from "../../type/v1/image_pb.js";
 import { file_adgen_type_v1_image } from "../../type/v1/image_pb.js";
@@ -18,7 +18,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file adgen/ad/v1/ad_service.proto.
  */
 export const file_adgen_ad_v1_ad_service: GenFile = /*@__PURE__*/
-  fileDesc("ChxhZGdlbi9hZC92MS9hZF9zZXJ2aWNlLnByb3RvEgthZGdlbi5hZC52MSLXBAoPQ3JlYXRlQWRSZXF1ZXN0Eg8KB2tleXdvcmQYASABKAkSIQoEdG9uZRgCIAEoDjITLmFkZ2VuLnR5cGUudjEuVG9uZRIrCglwbGFjZW1lbnQYAyABKA4yGC5hZGdlbi50eXBlLnYxLlBsYWNlbWVudBIVCg12YXJpYW50X2NvdW50GAQgASgFEhEKBHNlZWQYBSABKARIAIgBARIQCghtb2RlbF9pZBgGIAEoCRINCgV3aWR0aBgHIAEoBRIOCgZoZWlnaHQYCCABKAUSMQoNb3V0cHV0X2Zvcm1hdBgJIAEoDjIaLmFkZ2VuLnR5cGUudjEuSW1hZ2VGb3JtYXQSKwoFZmFjdHMYCiABKAsyHC5hZGdlbi50eXBlLnYxLk1lcmNoYW50RmFjdHMSNAoOY2FwdGlvbl9sZW5ndGgYCyABKA4yHC5hZGdlbi50eXBlLnYxLkNhcHRpb25MZW5ndGgSLgoLZW1vamlfbGV2ZWwYDCABKA4yGS5hZGdlbi50eXBlLnYxLkVtb2ppTGV2ZWwSIAoTbnVtX2luZmVyZW5jZV9zdGVwcxgNIAEoBUgBiAEBEhIKCnJlcXVlc3RfaWQYDiABKAkSGAoQb3ZlcmxheV9oZWFkbGluZRgPIAEoCBIVCg1haV9kaXNjbG9zdXJlGBAgASgIEjoKEnF1YWxpdHlfcHJlZmVyZW5jZRgRIAEoDjIeLmFkZ2VuLmFkLnYxLlF1YWxpdHlQcmVmZXJlbmNlQgcKBV9zZWVkQhYKFF9udW1faW5mZXJlbmNlX3N0ZXBzIoUBCgZBZENvcHkSDwoHY2FwdGlvbhgBIAEoCRIMCgRob29rGAIgASgJEhAKCGhhc2h0YWdzGAMgAygJEhAKCGhlYWRsaW5lGAQgASgJEhAKCGFsdF90ZXh0GAUgASgJEhIKCmZhY3RzX3VzZWQYBiADKAkSEgoKd3JpdHRlbl9ieRgHIAEoCSJpCgdBZEltYWdlEhUKDXZhcmlhbnRfaW5kZXgYASABKAUSIwoFaW1hZ2UYAiABKAsyFC5hZGdlbi50eXBlLnYxLkltYWdlEgwKBHNlZWQYAyABKAQSFAoMaW1hZ2VfcHJvbXB0GAQgASgJItEBChBDcmVhdGVBZFJlc3BvbnNlEiEKBGNvcHkYASABKAsyEy5hZGdlbi5hZC52MS5BZENvcHkSJAoGaW1hZ2VzGAIgAygLMhQuYWRnZW4uYWQudjEuQWRJbWFnZRIQCghtb2RlbF9pZBgDIAEoCRIbChNudW1faW5mZXJlbmNlX3N0ZXBzGAQgASgFEjEKDnRvdGFsX2R1cmF0aW9uGAUgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhIKCnJlcXVlc3RfaWQYBiABKAkiRgoVU3RyZWFtQ3JlYXRlQWRSZXF1ZXN0Ei0KB3JlcXVlc3QYASABKAsyHC5hZGdlbi5hZC52MS5DcmVhdGVBZFJlcXVlc3QiUwoPVmFyaWFudFByb2dyZXNzEhUKDXZhcmlhbnRfaW5kZXgYASABKAUSKQoIcHJvZ3Jlc3MYAiABKAsyFy5hZGdlbi50eXBlLnYxLlByb2dyZXNzItABChZTdHJlYW1DcmVhdGVBZFJlc3BvbnNlEiMKBGNvcHkYASABKAsyEy5hZGdlbi5hZC52MS5BZENvcHlIABIwCghwcm9ncmVzcxgCIAEoCzIcLmFkZ2VuLmFkLnYxLlZhcmlhbnRQcm9ncmVzc0gAEiUKBWltYWdlGAMgASgLMhQuYWRnZW4uYWQudjEuQWRJbWFnZUgAEi8KBnJlc3VsdBgEIAEoCzIdLmFkZ2VuLmFkLnYxLkNyZWF0ZUFkUmVzcG9uc2VIAEIHCgVldmVudCKPAgoNRWRpdEFkUmVxdWVzdBIjCgVpbWFnZRgBIAEoCzIULmFkZ2VuLnR5cGUudjEuSW1hZ2USEwoLaW5zdHJ1Y3Rpb24YAiABKAkSEAoIbW9kZWxfaWQYAyABKAkSEQoEc2VlZBgEIAEoBEgAiAEBEjEKDW91dHB1dF9mb3JtYXQYBSABKA4yGi5hZGdlbi50eXBlLnYxLkltYWdlRm9ybWF0EiAKE251bV9pbmZlcmVuY2Vfc3RlcHMYBiABKAVIAYgBARISCgpyZXF1ZXN0X2lkGAcgASgJEhUKDWFpX2Rpc2Nsb3N1cmUYCCABKAhCBwoFX3NlZWRCFgoUX251bV9pbmZlcmVuY2Vfc3RlcHMitgEKDkVkaXRBZFJlc3BvbnNlEiMKBWltYWdlGAEgASgLMhQuYWRnZW4udHlwZS52MS5JbWFnZRIYChBlZGl0X2luc3RydWN0aW9uGAIgASgJEgwKBHNlZWQYAyABKAQSEAoIbW9kZWxfaWQYBCABKAkSMQoOdG90YWxfZHVyYXRpb24YBSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SEgoKcmVxdWVzdF9pZBgGIAEoCSJCChNTdHJlYW1FZGl0QWRSZXF1ZXN0EisKB3JlcXVlc3QYASABKAsyGi5hZGdlbi5hZC52MS5FZGl0QWRSZXF1ZXN0InsKFFN0cmVhbUVkaXRBZFJlc3BvbnNlEisKCHByb2dyZXNzGAEgASgLMhcuYWRnZW4udHlwZS52MS5Qcm9ncmVzc0gAEi0KBnJlc3VsdBgCIAEoCzIbLmFkZ2VuLmFkLnYxLkVkaXRBZFJlc3BvbnNlSABCBwoFZXZlbnQinQEKBU1vZGVsEgoKAmlkGAEgASgJEhQKDGRpc3BsYXlfbmFtZRgCIAEoCRIlCgV0YXNrcxgDIAMoDjIWLmFkZ2VuLmFkLnYxLk1vZGVsVGFzaxIPCgdsaWNlbnNlGAQgASgJEhYKDmNvbW1lcmNpYWxfdXNlGAUgASgIEgwKBGZpdHMYBiABKAgSFAoMcGxhbl9zdW1tYXJ5GAcgASgJIhMKEUxpc3RNb2RlbHNSZXF1ZXN0IjgKEkxpc3RNb2RlbHNSZXNwb25zZRIiCgZtb2RlbHMYASADKAsyEi5hZGdlbi5hZC52MS5Nb2RlbCp0ChFRdWFsaXR5UHJlZmVyZW5jZRIiCh5RVUFMSVRZX1BSRUZFUkVOQ0VfVU5TUEVDSUZJRUQQABIbChdRVUFMSVRZX1BSRUZFUkVOQ0VfRkFTVBABEh4KGlFVQUxJVFlfUFJFRkVSRU5DRV9RVUFMSVRZEAIqYAoJTW9kZWxUYXNrEhoKFk1PREVMX1RBU0tfVU5TUEVDSUZJRUQQABIcChhNT0RFTF9UQVNLX1RFWFRfVE9fSU1BR0UQARIZChVNT0RFTF9UQVNLX0lNQUdFX0VESVQQAjKaAwoJQWRTZXJ2aWNlEkcKCENyZWF0ZUFkEhwuYWRnZW4uYWQudjEuQ3JlYXRlQWRSZXF1ZXN0Gh0uYWRnZW4uYWQudjEuQ3JlYXRlQWRSZXNwb25zZRJbCg5TdHJlYW1DcmVhdGVBZBIiLmFkZ2VuLmFkLnYxLlN0cmVhbUNyZWF0ZUFkUmVxdWVzdBojLmFkZ2VuLmFkLnYxLlN0cmVhbUNyZWF0ZUFkUmVzcG9uc2UwARJBCgZFZGl0QWQSGi5hZGdlbi5hZC52MS5FZGl0QWRSZXF1ZXN0GhsuYWRnZW4uYWQudjEuRWRpdEFkUmVzcG9uc2USVQoMU3RyZWFtRWRpdEFkEiAuYWRnZW4uYWQudjEuU3RyZWFtRWRpdEFkUmVxdWVzdBohLmFkZ2VuLmFkLnYxLlN0cmVhbUVkaXRBZFJlc3BvbnNlMAESTQoKTGlzdE1vZGVscxIeLmFkZ2VuLmFkLnYxLkxpc3RNb2RlbHNSZXF1ZXN0Gh8uYWRnZW4uYWQudjEuTGlzdE1vZGVsc1Jlc3BvbnNlYgZwcm90bzM", [file_adgen_type_v1_ad, file_adgen_type_v1_image, file_adgen_type_v1_progress, file_google_protobuf_duration]);
+  fileDesc("ChxhZGdlbi9hZC92MS9hZF9zZXJ2aWNlLnByb3RvEgthZGdlbi5hZC52MSLbBQoPQ3JlYXRlQWRSZXF1ZXN0Eg8KB2tleXdvcmQYASABKAkSIQoEdG9uZRgCIAEoDjITLmFkZ2VuLnR5cGUudjEuVG9uZRIrCglwbGFjZW1lbnQYAyABKA4yGC5hZGdlbi50eXBlLnYxLlBsYWNlbWVudBIVCg12YXJpYW50X2NvdW50GAQgASgFEhEKBHNlZWQYBSABKARIAIgBARIQCghtb2RlbF9pZBgGIAEoCRINCgV3aWR0aBgHIAEoBRIOCgZoZWlnaHQYCCABKAUSMQoNb3V0cHV0X2Zvcm1hdBgJIAEoDjIaLmFkZ2VuLnR5cGUudjEuSW1hZ2VGb3JtYXQSKwoFZmFjdHMYCiABKAsyHC5hZGdlbi50eXBlLnYxLk1lcmNoYW50RmFjdHMSNAoOY2FwdGlvbl9sZW5ndGgYCyABKA4yHC5hZGdlbi50eXBlLnYxLkNhcHRpb25MZW5ndGgSLgoLZW1vamlfbGV2ZWwYDCABKA4yGS5hZGdlbi50eXBlLnYxLkVtb2ppTGV2ZWwSIAoTbnVtX2luZmVyZW5jZV9zdGVwcxgNIAEoBUgBiAEBEhIKCnJlcXVlc3RfaWQYDiABKAkSGAoQb3ZlcmxheV9oZWFkbGluZRgPIAEoCBIVCg1haV9kaXNjbG9zdXJlGBAgASgIEjoKEnF1YWxpdHlfcHJlZmVyZW5jZRgRIAEoDjIeLmFkZ2VuLmFkLnYxLlF1YWxpdHlQcmVmZXJlbmNlEiwKDnByb2R1Y3RfcGhvdG9zGBIgAygLMhQuYWRnZW4udHlwZS52MS5JbWFnZRIsCgpwbGFjZW1lbnRzGBMgAygOMhguYWRnZW4udHlwZS52MS5QbGFjZW1lbnQSJgoFYnJhbmQYFCABKAsyFy5hZGdlbi50eXBlLnYxLkJyYW5kS2l0QgcKBV9zZWVkQhYKFF9udW1faW5mZXJlbmNlX3N0ZXBzIoUBCgZBZENvcHkSDwoHY2FwdGlvbhgBIAEoCRIMCgRob29rGAIgASgJEhAKCGhhc2h0YWdzGAMgAygJEhAKCGhlYWRsaW5lGAQgASgJEhAKCGFsdF90ZXh0GAUgASgJEhIKCmZhY3RzX3VzZWQYBiADKAkSEgoKd3JpdHRlbl9ieRgHIAEoCSLaAQoHQWRJbWFnZRIVCg12YXJpYW50X2luZGV4GAEgASgFEiMKBWltYWdlGAIgASgLMhQuYWRnZW4udHlwZS52MS5JbWFnZRIMCgRzZWVkGAMgASgEEhQKDGltYWdlX3Byb21wdBgEIAEoCRIqCgd0aW1pbmdzGAUgASgLMhkuYWRnZW4uYWQudjEuSW1hZ2VUaW1pbmdzEhYKDmRhdGFfaW5fc3RyZWFtGAYgASgIEisKCXBsYWNlbWVudBgHIAEoDjIYLmFkZ2VuLnR5cGUudjEuUGxhY2VtZW50Io8CCgxJbWFnZVRpbWluZ3MSKAoFcXVldWUYASABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SJwoEbG9hZBgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIqCgdkZW5vaXNlGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEikKBmRlY29kZRgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIpCgZlbmNvZGUYBSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SKgoHZGVsaXZlchgGIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiKDAgoQQ3JlYXRlQWRSZXNwb25zZRIhCgRjb3B5GAEgASgLMhMuYWRnZW4uYWQudjEuQWRDb3B5EiQKBmltYWdlcxgCIAMoCzIULmFkZ2VuLmFkLnYxLkFkSW1hZ2USEAoIbW9kZWxfaWQYAyABKAkSGwoTbnVtX2luZmVyZW5jZV9zdGVwcxgEIAEoBRIxCg50b3RhbF9kdXJhdGlvbhgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhISCgpyZXF1ZXN0X2lkGAYgASgJEjAKDWNvcHlfZHVyYXRpb24YByABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iRgoVU3RyZWFtQ3JlYXRlQWRSZXF1ZXN0Ei0KB3JlcXVlc3QYASABKAsyHC5hZGdlbi5hZC52MS5DcmVhdGVBZFJlcXVlc3QiUwoPVmFyaWFudFByb2dyZXNzEhUKDXZhcmlhbnRfaW5kZXgYASABKAUSKQoIcHJvZ3Jlc3MYAiABKAsyFy5hZGdlbi50eXBlLnYxLlByb2dyZXNzItABChZTdHJlYW1DcmVhdGVBZFJlc3BvbnNlEiMKBGNvcHkYASABKAsyEy5hZGdlbi5hZC52MS5BZENvcHlIABIwCghwcm9ncmVzcxgCIAEoCzIcLmFkZ2VuLmFkLnYxLlZhcmlhbnRQcm9ncmVzc0gAEiUKBWltYWdlGAMgASgLMhQuYWRnZW4uYWQudjEuQWRJbWFnZUgAEi8KBnJlc3VsdBgEIAEoCzIdLmFkZ2VuLmFkLnYxLkNyZWF0ZUFkUmVzcG9uc2VIAEIHCgVldmVudCKPAgoNRWRpdEFkUmVxdWVzdBIjCgVpbWFnZRgBIAEoCzIULmFkZ2VuLnR5cGUudjEuSW1hZ2USEwoLaW5zdHJ1Y3Rpb24YAiABKAkSEAoIbW9kZWxfaWQYAyABKAkSEQoEc2VlZBgEIAEoBEgAiAEBEjEKDW91dHB1dF9mb3JtYXQYBSABKA4yGi5hZGdlbi50eXBlLnYxLkltYWdlRm9ybWF0EiAKE251bV9pbmZlcmVuY2Vfc3RlcHMYBiABKAVIAYgBARISCgpyZXF1ZXN0X2lkGAcgASgJEhUKDWFpX2Rpc2Nsb3N1cmUYCCABKAhCBwoFX3NlZWRCFgoUX251bV9pbmZlcmVuY2Vfc3RlcHMimwIKDkVkaXRBZFJlc3BvbnNlEiMKBWltYWdlGAEgASgLMhQuYWRnZW4udHlwZS52MS5JbWFnZRIYChBlZGl0X2luc3RydWN0aW9uGAIgASgJEgwKBHNlZWQYAyABKAQSEAoIbW9kZWxfaWQYBCABKAkSMQoOdG90YWxfZHVyYXRpb24YBSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SEgoKcmVxdWVzdF9pZBgGIAEoCRIqCgd0aW1pbmdzGAcgASgLMhkuYWRnZW4uYWQudjEuSW1hZ2VUaW1pbmdzEjcKFGluc3RydWN0aW9uX2R1cmF0aW9uGAggASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIkIKE1N0cmVhbUVkaXRBZFJlcXVlc3QSKwoHcmVxdWVzdBgBIAEoCzIaLmFkZ2VuLmFkLnYxLkVkaXRBZFJlcXVlc3QiewoUU3RyZWFtRWRpdEFkUmVzcG9uc2USKwoIcHJvZ3Jlc3MYASABKAsyFy5hZGdlbi50eXBlLnYxLlByb2dyZXNzSAASLQoGcmVzdWx0GAIgASgLMhsuYWRnZW4uYWQudjEuRWRpdEFkUmVzcG9uc2VIAEIHCgVldmVudCKdAQoFTW9kZWwSCgoCaWQYASABKAkSFAoMZGlzcGxheV9uYW1lGAIgASgJEiUKBXRhc2tzGAMgAygOMhYuYWRnZW4uYWQudjEuTW9kZWxUYXNrEg8KB2xpY2Vuc2UYBCABKAkSFgoOY29tbWVyY2lhbF91c2UYBSABKAgSDAoEZml0cxgGIAEoCBIUCgxwbGFuX3N1bW1hcnkYByABKAkiEwoRTGlzdE1vZGVsc1JlcXVlc3QiOAoSTGlzdE1vZGVsc1Jlc3BvbnNlEiIKBm1vZGVscxgBIAMoCzISLmFkZ2VuLmFkLnYxLk1vZGVsKnQKEVF1YWxpdHlQcmVmZXJlbmNlEiIKHlFVQUxJVFlfUFJFRkVSRU5DRV9VTlNQRUNJRklFRBAAEhsKF1FVQUxJVFlfUFJFRkVSRU5DRV9GQVNUEAESHgoaUVVBTElUWV9QUkVGRVJFTkNFX1FVQUxJVFkQAipgCglNb2RlbFRhc2sSGgoWTU9ERUxfVEFTS19VTlNQRUNJRklFRBAAEhwKGE1PREVMX1RBU0tfVEVYVF9UT19JTUFHRRABEhkKFU1PREVMX1RBU0tfSU1BR0VfRURJVBACMpoDCglBZFNlcnZpY2USRwoIQ3JlYXRlQWQSHC5hZGdlbi5hZC52MS5DcmVhdGVBZFJlcXVlc3QaHS5hZGdlbi5hZC52MS5DcmVhdGVBZFJlc3BvbnNlElsKDlN0cmVhbUNyZWF0ZUFkEiIuYWRnZW4uYWQudjEuU3RyZWFtQ3JlYXRlQWRSZXF1ZXN0GiMuYWRnZW4uYWQudjEuU3RyZWFtQ3JlYXRlQWRSZXNwb25zZTABEkEKBkVkaXRBZBIaLmFkZ2VuLmFkLnYxLkVkaXRBZFJlcXVlc3QaGy5hZGdlbi5hZC52MS5FZGl0QWRSZXNwb25zZRJVCgxTdHJlYW1FZGl0QWQSIC5hZGdlbi5hZC52MS5TdHJlYW1FZGl0QWRSZXF1ZXN0GiEuYWRnZW4uYWQudjEuU3RyZWFtRWRpdEFkUmVzcG9uc2UwARJNCgpMaXN0TW9kZWxzEh4uYWRnZW4uYWQudjEuTGlzdE1vZGVsc1JlcXVlc3QaHy5hZGdlbi5hZC52MS5MaXN0TW9kZWxzUmVzcG9uc2ViBnByb3RvMw", [file_adgen_type_v1_ad, file_adgen_type_v1_image, file_adgen_type_v1_progress, file_google_protobuf_duration]);
 
 /**
  * Request of CreateAd.
@@ -83,7 +83,8 @@ export type CreateAdRequest = Message<"adgen.ad.v1.CreateAdRequest"> & {
   height: number;
 
   /**
-   * Format of the output files. Unspecified means PNG.
+   * Format of the output files: PNG, JPEG or WebP. Unspecified means JPEG (quality 95, 4:2:0), the fastest
+   * to encode and what Instagram recompresses to anyway; PNG stays lossless. RAW_RGB is refused.
    *
    * @generated from field: adgen.type.v1.ImageFormat output_format = 9;
    */
@@ -147,6 +148,31 @@ export type CreateAdRequest = Message<"adgen.ad.v1.CreateAdRequest"> & {
    * @generated from field: adgen.ad.v1.QualityPreference quality_preference = 17;
    */
   qualityPreference: QualityPreference;
+
+  /**
+   * The merchant's own product photos, 1 to 3 (PNG, JPEG or WebP; only `data` is read). When set, the
+   * products stay as photographed and the scene is generated around them. A photo with transparency
+   * is composited pixel for pixel; an opaque one is placed by the edit model. Empty: a fully generated image.
+   *
+   * @generated from field: repeated adgen.type.v1.Image product_photos = 18;
+   */
+  productPhotos: Image[];
+
+  /**
+   * Several placements of the same concept in one call, e.g. feed square, feed portrait and story; each
+   * variant is delivered once per placement with the same seed and prompt, so the scenes match. Empty
+   * uses `placement`; when both are set, `placement` must be one of these.
+   *
+   * @generated from field: repeated adgen.type.v1.Placement placements = 19;
+   */
+  placements: Placement[];
+
+  /**
+   * The merchant's brand: its name for the copy, its logo and colours for the overlay.
+   *
+   * @generated from field: adgen.type.v1.BrandKit brand = 20;
+   */
+  brand?: BrandKit | undefined;
 };
 
 /**
@@ -252,6 +278,29 @@ export type AdImage = Message<"adgen.ad.v1.AdImage"> & {
    * @generated from field: string image_prompt = 4;
    */
   imagePrompt: string;
+
+  /**
+   * Where the time went for this image.
+   *
+   * @generated from field: adgen.ad.v1.ImageTimings timings = 5;
+   */
+  timings?: ImageTimings | undefined;
+
+  /**
+   * Set only in the final `result` of StreamCreateAd: `image` carries format, width and height but no
+   * `data`, because the same bytes already arrived in this stream's `image` event with the same
+   * `variant_index` and `placement`. Unary responses always carry whole images.
+   *
+   * @generated from field: bool data_in_stream = 6;
+   */
+  dataInStream: boolean;
+
+  /**
+   * The placement this image was made for.
+   *
+   * @generated from field: adgen.type.v1.Placement placement = 7;
+   */
+  placement: Placement;
 };
 
 /**
@@ -260,6 +309,63 @@ export type AdImage = Message<"adgen.ad.v1.AdImage"> & {
  */
 export const AdImageSchema: GenMessage<AdImage> = /*@__PURE__*/
   messageDesc(file_adgen_ad_v1_ad_service, 2);
+
+/**
+ * Where the time of one delivered image went. The image's parts run one after another, so
+ * queue + load + denoise + decode + encode + deliver is its latency after the copy was written.
+ *
+ * @generated from message adgen.ad.v1.ImageTimings
+ */
+export type ImageTimings = Message<"adgen.ad.v1.ImageTimings"> & {
+  /**
+   * Waiting in the GPU queue.
+   *
+   * @generated from field: google.protobuf.Duration queue = 1;
+   */
+  queue?: Duration | undefined;
+
+  /**
+   * Unloading the previous model and loading this one (zero when it was resident).
+   *
+   * @generated from field: google.protobuf.Duration load = 2;
+   */
+  load?: Duration | undefined;
+
+  /**
+   * Encoding the prompt and denoising.
+   *
+   * @generated from field: google.protobuf.Duration denoise = 3;
+   */
+  denoise?: Duration | undefined;
+
+  /**
+   * Decoding latents to pixels (VAE).
+   *
+   * @generated from field: google.protobuf.Duration decode = 4;
+   */
+  decode?: Duration | undefined;
+
+  /**
+   * Encoding the delivered file (PNG, JPEG or WebP) with its labels.
+   *
+   * @generated from field: google.protobuf.Duration encode = 5;
+   */
+  encode?: Duration | undefined;
+
+  /**
+   * Everything else after the pixels existed: the hop between services, sizing, overlay and compositing.
+   *
+   * @generated from field: google.protobuf.Duration deliver = 6;
+   */
+  deliver?: Duration | undefined;
+};
+
+/**
+ * Describes the message adgen.ad.v1.ImageTimings.
+ * Use `create(ImageTimingsSchema)` to create a new message.
+ */
+export const ImageTimingsSchema: GenMessage<ImageTimings> = /*@__PURE__*/
+  messageDesc(file_adgen_ad_v1_ad_service, 3);
 
 /**
  * Response of CreateAd.
@@ -275,7 +381,8 @@ export type CreateAdResponse = Message<"adgen.ad.v1.CreateAdResponse"> & {
   copy?: AdCopy | undefined;
 
   /**
-   * The images, one per variant, in variant order.
+   * The images, one per variant and placement: variant by variant, and within a variant the placements in
+   * the order asked.
    *
    * @generated from field: repeated adgen.ad.v1.AdImage images = 2;
    */
@@ -308,6 +415,13 @@ export type CreateAdResponse = Message<"adgen.ad.v1.CreateAdResponse"> & {
    * @generated from field: string request_id = 6;
    */
   requestId: string;
+
+  /**
+   * Time the copywriter took to write the copy and the image prompts.
+   *
+   * @generated from field: google.protobuf.Duration copy_duration = 7;
+   */
+  copyDuration?: Duration | undefined;
 };
 
 /**
@@ -315,7 +429,7 @@ export type CreateAdResponse = Message<"adgen.ad.v1.CreateAdResponse"> & {
  * Use `create(CreateAdResponseSchema)` to create a new message.
  */
 export const CreateAdResponseSchema: GenMessage<CreateAdResponse> = /*@__PURE__*/
-  messageDesc(file_adgen_ad_v1_ad_service, 3);
+  messageDesc(file_adgen_ad_v1_ad_service, 4);
 
 /**
  * Request of StreamCreateAd: the same as CreateAd, answered as a stream.
@@ -336,7 +450,7 @@ export type StreamCreateAdRequest = Message<"adgen.ad.v1.StreamCreateAdRequest">
  * Use `create(StreamCreateAdRequestSchema)` to create a new message.
  */
 export const StreamCreateAdRequestSchema: GenMessage<StreamCreateAdRequest> = /*@__PURE__*/
-  messageDesc(file_adgen_ad_v1_ad_service, 4);
+  messageDesc(file_adgen_ad_v1_ad_service, 5);
 
 /**
  * Progress of one variant's image.
@@ -364,7 +478,7 @@ export type VariantProgress = Message<"adgen.ad.v1.VariantProgress"> & {
  * Use `create(VariantProgressSchema)` to create a new message.
  */
 export const VariantProgressSchema: GenMessage<VariantProgress> = /*@__PURE__*/
-  messageDesc(file_adgen_ad_v1_ad_service, 5);
+  messageDesc(file_adgen_ad_v1_ad_service, 6);
 
 /**
  * One event of StreamCreateAd: the copy, progress and images as they are ready, then the result.
@@ -403,7 +517,8 @@ export type StreamCreateAdResponse = Message<"adgen.ad.v1.StreamCreateAdResponse
     case: "image";
   } | {
     /**
-     * The finished ad; the last event of the stream.
+     * The finished ad; the last event of the stream. Its images do not repeat the bytes already
+     * streamed: each has `data_in_stream` set and an empty `image.data` (see AdImage).
      *
      * @generated from field: adgen.ad.v1.CreateAdResponse result = 4;
      */
@@ -417,7 +532,7 @@ export type StreamCreateAdResponse = Message<"adgen.ad.v1.StreamCreateAdResponse
  * Use `create(StreamCreateAdResponseSchema)` to create a new message.
  */
 export const StreamCreateAdResponseSchema: GenMessage<StreamCreateAdResponse> = /*@__PURE__*/
-  messageDesc(file_adgen_ad_v1_ad_service, 6);
+  messageDesc(file_adgen_ad_v1_ad_service, 7);
 
 /**
  * Request of EditAd.
@@ -454,7 +569,7 @@ export type EditAdRequest = Message<"adgen.ad.v1.EditAdRequest"> & {
   seed?: bigint | undefined;
 
   /**
-   * Format of the output file. Unspecified means PNG.
+   * Format of the output file: PNG, JPEG or WebP. Unspecified means JPEG (as in CreateAdRequest).
    *
    * @generated from field: adgen.type.v1.ImageFormat output_format = 5;
    */
@@ -487,7 +602,7 @@ export type EditAdRequest = Message<"adgen.ad.v1.EditAdRequest"> & {
  * Use `create(EditAdRequestSchema)` to create a new message.
  */
 export const EditAdRequestSchema: GenMessage<EditAdRequest> = /*@__PURE__*/
-  messageDesc(file_adgen_ad_v1_ad_service, 7);
+  messageDesc(file_adgen_ad_v1_ad_service, 8);
 
 /**
  * Response of EditAd.
@@ -536,6 +651,20 @@ export type EditAdResponse = Message<"adgen.ad.v1.EditAdResponse"> & {
    * @generated from field: string request_id = 6;
    */
   requestId: string;
+
+  /**
+   * Where the time of the image went.
+   *
+   * @generated from field: adgen.ad.v1.ImageTimings timings = 7;
+   */
+  timings?: ImageTimings | undefined;
+
+  /**
+   * Time the copywriter took to write the English edit instruction.
+   *
+   * @generated from field: google.protobuf.Duration instruction_duration = 8;
+   */
+  instructionDuration?: Duration | undefined;
 };
 
 /**
@@ -543,7 +672,7 @@ export type EditAdResponse = Message<"adgen.ad.v1.EditAdResponse"> & {
  * Use `create(EditAdResponseSchema)` to create a new message.
  */
 export const EditAdResponseSchema: GenMessage<EditAdResponse> = /*@__PURE__*/
-  messageDesc(file_adgen_ad_v1_ad_service, 8);
+  messageDesc(file_adgen_ad_v1_ad_service, 9);
 
 /**
  * Request of StreamEditAd: the same as EditAd, answered as a stream.
@@ -564,7 +693,7 @@ export type StreamEditAdRequest = Message<"adgen.ad.v1.StreamEditAdRequest"> & {
  * Use `create(StreamEditAdRequestSchema)` to create a new message.
  */
 export const StreamEditAdRequestSchema: GenMessage<StreamEditAdRequest> = /*@__PURE__*/
-  messageDesc(file_adgen_ad_v1_ad_service, 9);
+  messageDesc(file_adgen_ad_v1_ad_service, 10);
 
 /**
  * One event of StreamEditAd: progress events, then the result.
@@ -601,7 +730,7 @@ export type StreamEditAdResponse = Message<"adgen.ad.v1.StreamEditAdResponse"> &
  * Use `create(StreamEditAdResponseSchema)` to create a new message.
  */
 export const StreamEditAdResponseSchema: GenMessage<StreamEditAdResponse> = /*@__PURE__*/
-  messageDesc(file_adgen_ad_v1_ad_service, 10);
+  messageDesc(file_adgen_ad_v1_ad_service, 11);
 
 /**
  * An image model callers may name in CreateAdRequest.model_id or EditAdRequest.model_id.
@@ -665,7 +794,7 @@ export type Model = Message<"adgen.ad.v1.Model"> & {
  * Use `create(ModelSchema)` to create a new message.
  */
 export const ModelSchema: GenMessage<Model> = /*@__PURE__*/
-  messageDesc(file_adgen_ad_v1_ad_service, 11);
+  messageDesc(file_adgen_ad_v1_ad_service, 12);
 
 /**
  * Request of ListModels. The registry is a handful of models, so the list is not paginated.
@@ -680,7 +809,7 @@ export type ListModelsRequest = Message<"adgen.ad.v1.ListModelsRequest"> & {
  * Use `create(ListModelsRequestSchema)` to create a new message.
  */
 export const ListModelsRequestSchema: GenMessage<ListModelsRequest> = /*@__PURE__*/
-  messageDesc(file_adgen_ad_v1_ad_service, 12);
+  messageDesc(file_adgen_ad_v1_ad_service, 13);
 
 /**
  * Response of ListModels.
@@ -701,7 +830,7 @@ export type ListModelsResponse = Message<"adgen.ad.v1.ListModelsResponse"> & {
  * Use `create(ListModelsResponseSchema)` to create a new message.
  */
 export const ListModelsResponseSchema: GenMessage<ListModelsResponse> = /*@__PURE__*/
-  messageDesc(file_adgen_ad_v1_ad_service, 13);
+  messageDesc(file_adgen_ad_v1_ad_service, 14);
 
 /**
  * What matters more when the server picks the image model.
@@ -783,7 +912,12 @@ export const ModelTaskSchema: GenEnum<ModelTask> = /*@__PURE__*/
  */
 export const AdService: GenService<{
   /**
-   * Creates an ad and returns it when finished.
+   * Creates an ad and returns it when finished, every image whole in the one response message. Its size: about
+   * 0.24 MB an image for JPEG (the default) at 1080x1350, 0.34 MB at 1080x1920; PNG about ten times that (2.3 MB
+   * and 3.3 MB). Four JPEG story variants take about 1.3 MB, inside the 4 MiB receive limit of grpcurl and grpc-js;
+   * several PNG images need a client limit raised accordingly. A response whose predicted upper bound (raw pixels
+   * for PNG, 1.2 bytes a pixel for JPEG, 1.0 for WebP) is over the server's message limit is refused before any
+   * work with RESOURCE_EXHAUSTED, reason RESPONSE_TOO_LARGE (metadata predicted_bytes, max_bytes).
    *
    * @generated from rpc adgen.ad.v1.AdService.CreateAd
    */
@@ -793,7 +927,8 @@ export const AdService: GenService<{
     output: typeof CreateAdResponseSchema;
   },
   /**
-   * Creates an ad, streaming progress and partial results before the finished ad.
+   * Creates an ad, streaming progress and partial results before the finished ad. Each image travels in a message
+   * of its own and the result does not repeat them, so the largest message is one image.
    *
    * @generated from rpc adgen.ad.v1.AdService.StreamCreateAd
    */

@@ -4,13 +4,15 @@
 
 import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
+import type { Image } from "./image_pb.js";
+import { file_adgen_type_v1_image } from "./image_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file adgen/type/v1/ad.proto.
  */
 export const file_adgen_type_v1_ad: GenFile = /*@__PURE__*/
-  fileDesc("ChZhZGdlbi90eXBlL3YxL2FkLnByb3RvEg1hZGdlbi50eXBlLnYxImMKDU1lcmNoYW50RmFjdHMSEQoJc2hvcF9uYW1lGAEgASgJEg0KBXByaWNlGAIgASgJEg4KBm9yaWdpbhgDIAEoCRIRCglwcm9tb3Rpb24YBCABKAkSDQoFZXh0cmEYBSADKAkqfQoEVG9uZRIUChBUT05FX1VOU1BFQ0lGSUVEEAASEQoNVE9ORV9GUklFTkRMWRABEhIKDlRPTkVfRU1PVElPTkFMEAISEAoMVE9ORV9QUkVNSVVNEAMSEAoMVE9ORV9QTEFZRlVMEAQSFAoQVE9ORV9JTkZPUk1BVElWRRAFKnMKCVBsYWNlbWVudBIZChVQTEFDRU1FTlRfVU5TUEVDSUZJRUQQABIZChVQTEFDRU1FTlRfRkVFRF9TUVVBUkUQARIbChdQTEFDRU1FTlRfRkVFRF9QT1JUUkFJVBACEhMKD1BMQUNFTUVOVF9TVE9SWRADKn0KDUNhcHRpb25MZW5ndGgSHgoaQ0FQVElPTl9MRU5HVEhfVU5TUEVDSUZJRUQQABIYChRDQVBUSU9OX0xFTkdUSF9TSE9SVBABEhkKFUNBUFRJT05fTEVOR1RIX01FRElVTRACEhcKE0NBUFRJT05fTEVOR1RIX0xPTkcQAypsCgpFbW9qaUxldmVsEhsKF0VNT0pJX0xFVkVMX1VOU1BFQ0lGSUVEEAASFAoQRU1PSklfTEVWRUxfTk9ORRABEhUKEUVNT0pJX0xFVkVMX0xJR0hUEAISFAoQRU1PSklfTEVWRUxfUklDSBADYgZwcm90bzM");
+  fileDesc("ChZhZGdlbi90eXBlL3YxL2FkLnByb3RvEg1hZGdlbi50eXBlLnYxImMKDU1lcmNoYW50RmFjdHMSEQoJc2hvcF9uYW1lGAEgASgJEg0KBXByaWNlGAIgASgJEg4KBm9yaWdpbhgDIAEoCRIRCglwcm9tb3Rpb24YBCABKAkSDQoFZXh0cmEYBSADKAkigAEKCEJyYW5kS2l0EgwKBG5hbWUYASABKAkSIgoEbG9nbxgCIAEoCzIULmFkZ2VuLnR5cGUudjEuSW1hZ2USFQoNcHJpbWFyeV9jb2xvchgDIAEoCRIUCgxhY2NlbnRfY29sb3IYBCABKAkSFQoNaGVhZGxpbmVfZm9udBgFIAEoCSp9CgRUb25lEhQKEFRPTkVfVU5TUEVDSUZJRUQQABIRCg1UT05FX0ZSSUVORExZEAESEgoOVE9ORV9FTU9USU9OQUwQAhIQCgxUT05FX1BSRU1JVU0QAxIQCgxUT05FX1BMQVlGVUwQBBIUChBUT05FX0lORk9STUFUSVZFEAUqcwoJUGxhY2VtZW50EhkKFVBMQUNFTUVOVF9VTlNQRUNJRklFRBAAEhkKFVBMQUNFTUVOVF9GRUVEX1NRVUFSRRABEhsKF1BMQUNFTUVOVF9GRUVEX1BPUlRSQUlUEAISEwoPUExBQ0VNRU5UX1NUT1JZEAMqfQoNQ2FwdGlvbkxlbmd0aBIeChpDQVBUSU9OX0xFTkdUSF9VTlNQRUNJRklFRBAAEhgKFENBUFRJT05fTEVOR1RIX1NIT1JUEAESGQoVQ0FQVElPTl9MRU5HVEhfTUVESVVNEAISFwoTQ0FQVElPTl9MRU5HVEhfTE9ORxADKmwKCkVtb2ppTGV2ZWwSGwoXRU1PSklfTEVWRUxfVU5TUEVDSUZJRUQQABIUChBFTU9KSV9MRVZFTF9OT05FEAESFQoRRU1PSklfTEVWRUxfTElHSFQQAhIUChBFTU9KSV9MRVZFTF9SSUNIEANiBnByb3RvMw", [file_adgen_type_v1_image]);
 
 /**
  * Facts the merchant vouches for. Copy may state these and nothing else about price,
@@ -61,6 +63,57 @@ export type MerchantFacts = Message<"adgen.type.v1.MerchantFacts"> & {
  */
 export const MerchantFactsSchema: GenMessage<MerchantFacts> = /*@__PURE__*/
   messageDesc(file_adgen_type_v1_ad, 0);
+
+/**
+ * A merchant's brand, passed with each request (the services store no brands: the caller's backend already
+ * owns its merchants, and any orchestrator replica can serve any call).
+ *
+ * @generated from message adgen.type.v1.BrandKit
+ */
+export type BrandKit = Message<"adgen.type.v1.BrandKit"> & {
+  /**
+   * Brand name, e.g. "하루카페"; the copy uses it (in place of MerchantFacts.shop_name when that is empty).
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * Logo as a PNG with an alpha channel, at most 1 MiB; drawn in a corner of the placement's safe zone.
+   *
+   * @generated from field: adgen.type.v1.Image logo = 2;
+   */
+  logo?: Image | undefined;
+
+  /**
+   * Primary colour as "#RRGGBB": the headline's panel.
+   *
+   * @generated from field: string primary_color = 3;
+   */
+  primaryColor: string;
+
+  /**
+   * Accent colour as "#RRGGBB": the headline's text and the AI badge.
+   *
+   * @generated from field: string accent_color = 4;
+   */
+  accentColor: string;
+
+  /**
+   * Headline font, one of the fonts the server ships, e.g. "pretendard-bold" (the default when empty),
+   * "pretendard-black", "pretendard-extrabold", "pretendard-semibold", "pretendard-medium".
+   *
+   * @generated from field: string headline_font = 5;
+   */
+  headlineFont: string;
+};
+
+/**
+ * Describes the message adgen.type.v1.BrandKit.
+ * Use `create(BrandKitSchema)` to create a new message.
+ */
+export const BrandKitSchema: GenMessage<BrandKit> = /*@__PURE__*/
+  messageDesc(file_adgen_type_v1_ad, 1);
 
 /**
  * Voice of the ad copy.

@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file adgen/type/v1/image.proto.
  */
 export const file_adgen_type_v1_image: GenFile = /*@__PURE__*/
-  fileDesc("ChlhZGdlbi90eXBlL3YxL2ltYWdlLnByb3RvEg1hZGdlbi50eXBlLnYxImAKBUltYWdlEgwKBGRhdGEYASABKAwSKgoGZm9ybWF0GAIgASgOMhouYWRnZW4udHlwZS52MS5JbWFnZUZvcm1hdBINCgV3aWR0aBgDIAEoBRIOCgZoZWlnaHQYBCABKAUqbwoLSW1hZ2VGb3JtYXQSHAoYSU1BR0VfRk9STUFUX1VOU1BFQ0lGSUVEEAASFAoQSU1BR0VfRk9STUFUX1BORxABEhUKEUlNQUdFX0ZPUk1BVF9KUEVHEAISFQoRSU1BR0VfRk9STUFUX1dFQlAQA2IGcHJvdG8z");
+  fileDesc("ChlhZGdlbi90eXBlL3YxL2ltYWdlLnByb3RvEg1hZGdlbi50eXBlLnYxInAKBUltYWdlEgwKBGRhdGEYASABKAwSKgoGZm9ybWF0GAIgASgOMhouYWRnZW4udHlwZS52MS5JbWFnZUZvcm1hdBINCgV3aWR0aBgDIAEoBRIOCgZoZWlnaHQYBCABKAUSDgoGc3RyaWRlGAUgASgFKokBCgtJbWFnZUZvcm1hdBIcChhJTUFHRV9GT1JNQVRfVU5TUEVDSUZJRUQQABIUChBJTUFHRV9GT1JNQVRfUE5HEAESFQoRSU1BR0VfRk9STUFUX0pQRUcQAhIVChFJTUFHRV9GT1JNQVRfV0VCUBADEhgKFElNQUdFX0ZPUk1BVF9SQVdfUkdCEARiBnByb3RvMw");
 
 /**
  * An encoded image. Images always travel as raw bytes, never as base64 text.
@@ -45,6 +45,14 @@ export type Image = Message<"adgen.type.v1.Image"> & {
    * @generated from field: int32 height = 4;
    */
   height: number;
+
+  /**
+   * Bytes from the start of one pixel row to the next. Set only with IMAGE_FORMAT_RAW_RGB, where
+   * width, height and stride are all required; 0 otherwise.
+   *
+   * @generated from field: int32 stride = 5;
+   */
+  stride: number;
 };
 
 /**
@@ -87,6 +95,14 @@ export enum ImageFormat {
    * @generated from enum value: IMAGE_FORMAT_WEBP = 3;
    */
   WEBP = 3,
+
+  /**
+   * Uncompressed 8-bit RGB pixels, row by row from the top, `stride` bytes a row (at least 3 × width).
+   * Costs no compression, so services use it between themselves; it carries no metadata.
+   *
+   * @generated from enum value: IMAGE_FORMAT_RAW_RGB = 4;
+   */
+  RAW_RGB = 4,
 }
 
 /**
