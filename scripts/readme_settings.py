@@ -44,6 +44,8 @@ def render_default(field: FieldInfo) -> str:
         default = default.get_secret_value() or ""
     if default is None:
         return "(unset)"
+    if isinstance(default, list | tuple):
+        default = ",".join(str(item) for item in default)  # As the environment takes a list: comma-separated.
     text = str(default.value if hasattr(default, "value") else default)
     return f"`{text}`" if text != "" else "(empty)"
 

@@ -105,6 +105,18 @@ class NotFound(ServiceError):
     code = grpc.StatusCode.NOT_FOUND
 
 
+class AuthenticationRequired(ServiceError):
+    """UNAUTHENTICATED: no bearer token, or one that is not valid (TOKEN_MISSING, TOKEN_INVALID, TOKEN_EXPIRED)."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class AccessDenied(ServiceError):
+    """PERMISSION_DENIED: the caller is known, but its role may not do this (ROLE_REQUIRED)."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
 class FailedPrecondition(ServiceError):
     code = grpc.StatusCode.FAILED_PRECONDITION
 

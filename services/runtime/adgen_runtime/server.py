@@ -22,12 +22,14 @@ from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
 from adgen.type.v1 import error_reason_pb2
 from adgen_runtime import Context
+from adgen_runtime.auth import CallGuard, GuardInterceptor
 from adgen_runtime.errors import Unavailable
 from adgen_runtime.interceptors import server_interceptors, with_request_size_limit
 from adgen_runtime.logs import configure_logging
 from adgen_runtime.metrics import CallMetrics, serve_metrics
 from adgen_runtime.settings import ServerSettings
 from adgen_runtime.telemetry import Telemetry
+from adgen_runtime.tls import grpc_server_credentials
 from adgen_wire.channel import grpc_options
 
 _LOGGER = logging.getLogger(__name__)
@@ -265,6 +267,12 @@ class ServiceBinding:
     name: str
     register: Callable[[aio.Server], None]
     ready_at_start: bool = True
+    # Methods (by short name, e.g. "UnloadModel") only an admin may call when authentication is on.
+    admin_methods: tuple[str, ...] = ()
+
+    @property
+    def admin_method_paths(self) -> tuple[str, ...]:
+        return tuple(f"/{self.name}/{method}" for method in self.admin_methods)
 
 
 class FrontEnd(Protocol):
@@ -294,6 +302,7 @@ class RunningServer:
     calls: InFlightCalls
     telemetry: Telemetry
     metrics_port: int | None = None
+    health_port: int | None = None
     front_ends: list[FrontEnd] = field(default_factory=list)
     on_shutdown: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     _stopped: bool = field(default=False, init=False, repr=False)
@@ -344,12 +353,17 @@ async def start_server(
     telemetry: Telemetry | None = None,
     *,
     extra_options: Sequence[tuple[str, Any]] = (),
+    guard: CallGuard | None = None,
 ) -> RunningServer:
     """Builds, binds and starts an aio server with the shared interceptors, health and reflection.
 
     `telemetry` is the registry and tracer the service's own parts report to; by default one is made from
     the settings. `/metrics` is served on `settings.metrics_port` when it is set. `extra_options` are
     further gRPC server options of one service (e.g. the diffusion service's connection age).
+
+    Security follows the settings: TLS (mTLS with a client CA) with certificates re-read on rotation, and
+    the `guard` (by default one from the settings: tokens, admin-only methods, rate limits) before every call.
+    Pass a `guard` to share it with another front end (the orchestrator's HTTP edge shares its rate limits).
     """
     # gRPC sets SO_REUSEPORT by default, so a second server on a taken port would silently share it.
     options = [*grpc_options(settings.max_message_bytes, server=True), ("grpc.so_reuseport", 0), *extra_options]
@@ -358,7 +372,13 @@ async def start_server(
     names = tuple(b.name for b in bindings)
     telemetry = telemetry or Telemetry.from_settings(settings, names[0] if names else "adgen")
     calls = InFlightCalls()
-    chain = [*server_interceptors(settings.max_message_bytes, CallMetrics(telemetry.metrics)), DrainInterceptor(calls)]
+    guard = guard or CallGuard.from_settings(settings)
+    guard.with_admin_methods(path for binding in bindings for path in binding.admin_method_paths)
+    chain = [
+        *server_interceptors(settings.max_message_bytes, CallMetrics(telemetry.metrics)),
+        GuardInterceptor(guard),
+        DrainInterceptor(calls),
+    ]
     if telemetry.tracing is not None:
         # Outermost, so the server span covers the whole call and the request-id interceptor runs inside it.
         chain.insert(0, aio_server_interceptor(tracer_provider=telemetry.tracing))  # type: ignore[no-untyped-call]
@@ -370,8 +390,12 @@ async def start_server(
     listed = (*names, health.SERVICE_NAME, reflection.SERVICE_NAME)
     reflection.enable_server_reflection(listed, server, pool=reflection_pool(listed))
     address = f"{settings.host}:{settings.port}"
+    tls = settings.tls_files
     try:
-        port = server.add_insecure_port(address)
+        if tls is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, grpc_server_credentials(tls))
     except RuntimeError as error:
         raise OSError(f"could not bind {address}; is another server listening there?") from error
     await server.start()
@@ -379,6 +403,8 @@ async def start_server(
         server=server, port=port, health=health_servicer, service_names=names, calls=calls, telemetry=telemetry
     )
     running.on_shutdown.append(_async(telemetry.shutdown))
+    if settings.health_port is not None:
+        running.health_port = await _serve_health_only(running, settings.host, settings.health_port)
     if settings.metrics_port is not None:
         endpoint = serve_metrics(telemetry.metrics, settings.host, settings.metrics_port)
         running.metrics_port = endpoint.port
@@ -386,8 +412,28 @@ async def start_server(
     await health_servicer.set("", SERVING)
     for binding in bindings:
         await running.set_ready(binding.name, binding.ready_at_start)
-    _LOGGER.info("serving %s on %s:%d", ", ".join(names), settings.host, port)
+    security = "plaintext" if tls is None else "mTLS" if tls.client_ca_file else "TLS"
+    security += ", bearer tokens required" if guard.authenticating else ""
+    _LOGGER.info("serving %s on %s:%d (%s)", ", ".join(names), settings.host, port, security)
     return running
+
+
+async def _serve_health_only(running: RunningServer, host: str, port: int) -> int:
+    """A plaintext server on `port` with only the health service (the same one, so it reads the same
+    readiness), for probes that cannot speak TLS; it stops after the main server, as probes should."""
+    server = aio.server(options=[("grpc.so_reuseport", 0)])
+    health_pb2_grpc.add_HealthServicer_to_server(running.health, server)
+    try:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError as error:
+        raise OSError(f"could not bind the health port {host}:{port}; is another server listening there?") from error
+    await server.start()
+
+    async def stop() -> None:
+        await server.stop(None)
+
+    running.on_shutdown.append(stop)
+    return bound
 
 
 async def serve_until_signal(running: RunningServer, grace_s: float) -> None:

@@ -7,13 +7,16 @@ import re
 import sys
 import types
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+from pathlib import Path
+from typing import Any, Literal, Self, TypeVar, Union, get_args, get_origin
 
-from pydantic import AliasChoices, BaseModel, Field, ValidationError, field_validator
+from pydantic import AliasChoices, BaseModel, Field, FilePath, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource
 from pydantic_settings.exceptions import SettingsError
 
+from adgen_runtime.auth import DEFAULT_OPEN_SERVICES, read_api_keys
+from adgen_runtime.tls import TlsFiles
 from adgen_wire.channel import DEFAULT_MAX_MESSAGE_BYTES
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -73,6 +76,41 @@ class ServerSettings(BaseSettings):
     log_format: Literal["text", "json"] = Field(
         "text", description="`text` lines for people, or `json`: one object a line with request and trace ids."
     )
+    tls_cert_file: FilePath | None = Field(
+        None, description="PEM certificate chain to serve TLS with (with TLS_KEY_FILE); re-read when it changes."
+    )
+    tls_key_file: FilePath | None = Field(None, description="PEM private key of TLS_CERT_FILE.")
+    tls_client_ca_file: FilePath | None = Field(
+        None, description="PEM CA that clients' certificates must chain to: set, every client needs one (mTLS)."
+    )
+    api_keys_file: FilePath | None = Field(
+        None,
+        description="File of API keys, a line each: `sha256:<hex digest of the key> <role> [label]`, role user, "
+        "service or admin; re-read when it changes. Set (or JWT_JWKS_URL), every call needs a bearer token.",
+    )
+    jwt_jwks_url: str | None = Field(
+        None, description="JWKS URL whose keys sign accepted bearer JWTs (exp required); turns authentication on."
+    )
+    jwt_issuer: str | None = Field(None, description="The `iss` an accepted JWT must carry; unset: not checked.")
+    jwt_audience: str | None = Field(None, description="The `aud` an accepted JWT must carry; unset: not checked.")
+    jwt_role_claim: str = Field("role", description="JWT claim holding the caller's role (a string or a list).")
+    auth_open_services: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_OPEN_SERVICES),
+        description="gRPC services callable without a token, comma-separated; default health and reflection.",
+    )
+    health_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="Plaintext port serving only grpc.health.v1, for probes that cannot speak TLS (kubelet's "
+        "gRPC probes); unset: health is on the main port only.",
+    )
+    rate_limit_per_s: float = Field(
+        0.0, ge=0, description="Calls per second each caller (API key, JWT subject, else address) may make; 0 is off."
+    )
+    rate_limit_burst: int = Field(
+        10, ge=1, description="Calls a caller may make at once before RATE_LIMIT_PER_S holds."
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -84,6 +122,48 @@ class ServerSettings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return init_settings, ListFriendlyEnvSource(settings_cls), dotenv_settings, file_secret_settings
+
+    @property
+    def auth_enabled(self) -> bool:
+        """Whether calls need a bearer token."""
+        return self.api_keys_file is not None or self.jwt_jwks_url is not None
+
+    @property
+    def tls_files(self) -> TlsFiles | None:
+        """The files to serve TLS with, or None for plaintext."""
+        if self.tls_cert_file is None or self.tls_key_file is None:
+            return None
+        return TlsFiles(self.tls_cert_file, self.tls_key_file, self.tls_client_ca_file)
+
+    @model_validator(mode="after")
+    def _tls_files_go_together(self) -> Self:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("TLS_CERT_FILE and TLS_KEY_FILE must be set together")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("TLS_CLIENT_CA_FILE (mTLS) needs TLS_CERT_FILE and TLS_KEY_FILE")
+        return self
+
+    @field_validator("tls_cert_file")
+    @classmethod
+    def _is_pem_certificate(cls, path: Path | None) -> Path | None:
+        if path is not None and b"-----BEGIN CERTIFICATE-----" not in path.read_bytes():
+            raise ValueError("is not a PEM certificate file")
+        return path
+
+    @field_validator("api_keys_file")
+    @classmethod
+    def _api_keys_parse(cls, path: Path | None) -> Path | None:
+        # Read at start, so a bad line stops the server naming the variable and the line (never its text).
+        if path is not None:
+            read_api_keys(path)
+        return path
+
+    @field_validator("jwt_jwks_url")
+    @classmethod
+    def _is_http_url(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("https://", "http://")):
+            raise ValueError("must be an http(s) URL")
+        return url
 
     @field_validator("log_level")
     @classmethod
