@@ -23,8 +23,8 @@ from adgen_copywriter.config import BackendChoice, CopywriterSettings
 from adgen_copywriter.server import create_server as create_copywriter
 from adgen_diffusion.config import DiffusionSettings
 from adgen_diffusion.engine import (
+    BatchPart,
     DiffusionEngine,
-    ImageJob,
     JobOutput,
     LoadReport,
     default_planner,
@@ -62,10 +62,11 @@ class CountingEngine(DiffusionEngine):
                 self.loads += 1
         return report
 
-    def run(self, job: ImageJob, *args: Any, **kwargs: Any) -> JobOutput:
+    def run_batch(self, parts: list[BatchPart]) -> list[JobOutput | BaseException]:
+        # The worker hands every job to run_batch, alone or coalesced with compatible ones.
         with self._count_lock:
-            self.jobs += 1
-        return super().run(job, *args, **kwargs)
+            self.jobs += len(parts)
+        return super().run_batch(parts)
 
 
 @dataclass

@@ -29,3 +29,8 @@ IMAGE_FORMATS: tuple[ImageFormatRow, ...] = (
 FILE_SUFFIXES: dict[image_pb2.ImageFormat.ValueType, str] = {row.value: row.suffix for row in IMAGE_FORMATS}
 MIME_TYPES: dict[image_pb2.ImageFormat.ValueType, str] = {row.value: row.mime_type for row in IMAGE_FORMATS}
 PILLOW_FORMATS: dict[image_pb2.ImageFormat.ValueType, str] = {row.value: row.pillow_name for row in IMAGE_FORMATS}
+
+# Pixel formats that are not files (no MIME type, no suffix): a hop between services, never a download.
+# IMAGE_FORMAT_RAW_RGB is row-major 8-bit RGB with Image.stride bytes a row.
+RAW_FORMATS: frozenset[image_pb2.ImageFormat.ValueType] = frozenset({image_pb2.IMAGE_FORMAT_RAW_RGB})
+RAW_RGB_BYTES_PER_PIXEL = 3

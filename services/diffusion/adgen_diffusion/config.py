@@ -38,6 +38,15 @@ class DiffusionSettings(PhotoLimitSettings, ServerSettings):
     registry_path: Path | None = Field(
         None, description="A models.toml to use instead of the one shipped in the package."
     )
+    max_batch_images: int = Field(
+        4,
+        ge=1,
+        description="Images one pipeline call may carry: image_count > 1 and waiting text-to-image jobs of the same "
+        "model, size, steps and guidance run batched, within what the memory planner allows. 1 turns batching off.",
+    )
+    encode_threads: int = Field(
+        2, ge=1, description="Threads that encode output files (PNG, JPEG, WebP) off the GPU worker."
+    )
     max_overtakes: int = Field(
         4, ge=0, description="How many later jobs may run before a waiting job (switch-avoidance aging bound)."
     )

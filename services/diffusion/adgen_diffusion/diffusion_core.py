@@ -5,14 +5,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
+
+from PIL import Image
 
 from adgen.diffusion.v1 import diffusion_service_pb2 as pb
 from adgen_diffusion.config import DiffusionSettings
 from adgen_diffusion.engine import Progress, ProgressSink, UnloadReport
 from adgen_diffusion.errors import ModelNotCachedError
-from adgen_diffusion.images import encode_image
+from adgen_diffusion.images import RAW_RGB, EncodedImage, encode_image
 from adgen_diffusion.job_requests import PreparedJob, prepare_edit, prepare_generate, registry_entry
 from adgen_diffusion.memory import MemoryReport
 from adgen_diffusion.planner import PlanDecision
@@ -27,14 +31,24 @@ from adgen_diffusion.proto_mapping import (
 )
 from adgen_diffusion.registry import ModelEntry
 from adgen_diffusion.worker import Finished, GpuWorker, Work
+from adgen_runtime.auth import Role, require_role
 from adgen_runtime.errors import BadField, invalid_fields
 
 _LOGGER = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+
+def _require_admin_for_priority(prepared: PreparedJob) -> None:
+    # Jumping the queue delays everyone else's jobs: only admins may (anyone, while authentication is off).
+    if prepared.priority > 0:
+        require_role(Role.ADMIN, "A priority above 0")
+
+
 # Images and the facts about them, as both the unary and the streaming responses carry them.
 _Result = tuple[list[pb.GeneratedImage], pb.GenerationInfo]
+# Turns one output image into its file (or raw pixels) in a named format.
+Encoder = Callable[[Image.Image, str], EncodedImage]
 
 
 class DiffusionCore:
@@ -45,6 +59,8 @@ class DiffusionCore:
         worker: GpuWorker,
         settings: DiffusionSettings,
         on_clean_changed: Callable[[bool], Awaitable[None]] | None = None,
+        *,
+        encoder: Encoder = encode_image,
     ) -> None:
         self.worker = worker
         self.engine = worker.engine
@@ -52,6 +68,13 @@ class DiffusionCore:
         self.settings = settings
         self._on_clean_changed = on_clean_changed
         self._reported_clean = True
+        self._encode = encoder
+        # File encoding runs here, not on the GPU thread: job N encodes while job N+1 denoises.
+        self._encoder_pool = ThreadPoolExecutor(max_workers=settings.encode_threads, thread_name_prefix="encode")
+
+    def close(self) -> None:
+        """Waits for encodes in flight and stops the encode threads."""
+        self._encoder_pool.shutdown(wait=True)
 
     # ----- operator calls -----
 
@@ -106,6 +129,7 @@ class DiffusionCore:
     async def prepare_generate_job(self, request: pb.GenerateRequest, *, prefix: str) -> PreparedJob:
         entry = registry_entry(self.registry, request.model_id or self.settings.default_model)
         prepared = prepare_generate(request, entry, prefix=prefix)
+        _require_admin_for_priority(prepared)
         await self._require_fit(entry.id, prepared)
         return prepared
 
@@ -121,6 +145,7 @@ class DiffusionCore:
                 prefix=prefix,
             )
         )
+        _require_admin_for_priority(prepared)
         await self._require_fit(entry.id, prepared)
         return prepared
 
@@ -169,20 +194,23 @@ class DiffusionCore:
         loop = asyncio.get_running_loop()
         started = loop.time()
         job = prepared.job
-        done = await self.submit(
-            job.model_id,
-            lambda progress, stop: self.engine.run(job, progress, stop),
-            on_progress=on_progress,
-            cancel=cancel,
-            priority=prepared.priority,
-            steps=job.steps * job.image_count,
+        done = await self._on_worker(
+            self.worker.submit_images(job, on_progress=on_progress, cancel=cancel, priority=prepared.priority)
         )
         output = done.value
-        encode_started = loop.time()
-        encoded = await asyncio.to_thread(lambda: [encode_image(i, prepared.output_format) for i in output.images])
-        encode_s = loop.time() - encode_started
+        encoded, encode_s = await loop.run_in_executor(
+            self._encoder_pool, self._encode_all, output.images, prepared.output_format
+        )
         info = generation_info(output, queue_s=done.queue_s, encode_s=encode_s, total_s=loop.time() - started)
         return generated_images(encoded, output.seeds), info
+
+    def _encode_all(self, images: list[Image.Image], output_format: str) -> tuple[list[EncodedImage], float]:
+        """The job's images in `output_format`, and the seconds it took (0 for raw pixels: nothing is encoded)."""
+        started = time.perf_counter()
+        encoded = [self._encode(image, output_format) for image in images]
+        seconds = 0.0 if output_format == RAW_RGB else time.perf_counter() - started
+        self.engine.metrics.encode_duration.labels(output_format).observe(seconds)
+        return encoded, seconds
 
     async def submit(
         self,
@@ -195,11 +223,14 @@ class DiffusionCore:
         steps: int = 0,
     ) -> Finished[T]:
         """The worker's `submit` with engine errors mapped; readiness is updated even when the job failed."""
+        return await self._on_worker(
+            self.worker.submit(model_id, work, on_progress=on_progress, cancel=cancel, priority=priority, steps=steps)
+        )
+
+    async def _on_worker(self, queued: Awaitable[Finished[T]]) -> Finished[T]:
         try:
             with mapped_errors():
-                return await self.worker.submit(
-                    model_id, work, on_progress=on_progress, cancel=cancel, priority=priority, steps=steps
-                )
+                return await queued
         finally:
             await self._report_cleanliness()
 

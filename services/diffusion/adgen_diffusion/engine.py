@@ -49,6 +49,8 @@ _LOGGER = logging.getLogger(__name__)
 
 # Device memory an unload may leave above the pre-load baseline (allocator rounding, cuBLAS workspaces).
 UNLOAD_TOLERANCE_BYTES = 64 * 1024 * 1024
+# Images one pipeline call may carry unless the caller says otherwise (ADGEN_DIFFUSION_MAX_BATCH_IMAGES).
+DEFAULT_MAX_BATCH_IMAGES = 4
 
 
 class Stage(enum.Enum):
@@ -103,6 +105,27 @@ class ImageJob:
     seed: int
     image_count: int = 1
     image: Image.Image | None = None
+
+    @property
+    def seeds(self) -> list[int]:
+        """Image i's seed is seed + i, so any one image can be reproduced alone."""
+        return [(self.seed + i) % 2**64 for i in range(self.image_count)]
+
+    @property
+    def batch_key(self) -> tuple[Any, ...] | None:
+        """Jobs with equal keys can share one pipeline call; None for edits (each has its own photo)."""
+        if self.task is not Task.TEXT_TO_IMAGE:
+            return None
+        return (self.model_id, self.task, self.width, self.height, self.steps, self.guidance)
+
+
+@dataclass(frozen=True)
+class BatchPart:
+    """One job of a batched run, with its own progress sink and cancel event."""
+
+    job: ImageJob
+    on_progress: ProgressSink
+    cancel: threading.Event
 
 
 @dataclass(frozen=True)
@@ -196,8 +219,10 @@ class DiffusionEngine:
         planner: MemoryPlanner | None = None,
         scratch_dir: Path | None = None,
         metrics: DiffusionMetrics | None = None,
+        max_batch_images: int = DEFAULT_MAX_BATCH_IMAGES,
     ) -> None:
         self.registry = registry
+        self.max_batch_images = max(1, max_batch_images)
         self.metrics = metrics or DiffusionMetrics(CollectorRegistry(), (entry.id for entry in registry))
         self.models_dir = models_dir
         self.device = resolve_device(device)
@@ -429,102 +454,181 @@ class DiffusionEngine:
 
     def run(self, job: ImageJob, on_progress: ProgressSink, cancel: threading.Event) -> JobOutput:
         """Ensures the job's model is resident, then runs it; stops at the next step once `cancel` is set."""
-        if cancel.is_set():
-            raise JobCancelledError()
-        entry = self.registry.get(job.model_id)
-        if not entry.supports(job.task):
-            raise TaskUnsupportedError(job.model_id, job.task.value.replace("_", "-"))
-        load_started = time.perf_counter()
-        report = self.load(job.model_id, on_progress, width=job.width, height=job.height, task=job.task)
-        load_s = 0.0 if report.already_loaded else time.perf_counter() - load_started
-        images: list[Image.Image] = []
-        seeds = [(job.seed + i) % 2**64 for i in range(job.image_count)]
-        timing = _StepTiming()
-        for index, seed in enumerate(seeds):
-            if cancel.is_set():
-                raise JobCancelledError()
-            try:
-                images.append(self._run_one(job, index, seed, on_progress, cancel, timing))
-            except JobCancelledError:
-                # Re-raised fresh: the original traceback holds the pipeline's frames (and the pipeline).
-                raise JobCancelledError() from None
-            except DiffusionError:
-                raise
-            except Exception:
-                _LOGGER.exception("pipeline call for %s failed", job.model_id)
-                raise RuntimeError("the pipeline call failed") from None
-        on_progress(Progress(Stage.DONE, model_id=job.model_id))
-        steps_run = job.steps * job.image_count
-        if steps_run:
-            self.metrics.step_duration.labels(job.model_id).observe(timing.denoise_s / steps_run)
-        return JobOutput(
-            images=images,
-            seeds=seeds,
-            model_id=job.model_id,
-            revision="tiny" if self.registry.tiny else entry.revision,
-            steps=job.steps,
-            guidance=job.guidance,
-            load_s=load_s,
-            denoise_s=timing.denoise_s,
-            decode_s=timing.decode_s,
-        )
+        outcome = self.run_batch([BatchPart(job, on_progress, cancel)])[0]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
 
-    def _run_one(
-        self,
-        job: ImageJob,
-        index: int,
-        seed: int,
-        on_progress: ProgressSink,
-        cancel: threading.Event,
-        timing: _StepTiming,
-    ) -> Image.Image:
+    def run_batch(self, parts: list[BatchPart]) -> list[JobOutput | BaseException]:
+        """Runs jobs of one batch key (or one job) in as few pipeline calls as the setting and memory allow.
+
+        Each job gets its output or the error that ended it. A job cancelled while others of its batch run on is
+        dropped: its images are still computed with theirs (the call is shared) and thrown away at the end.
+        """
+        try:
+            return self._run_parts(parts)
+        except Exception as error:
+            # Loading, a refusal or a failed call ends every job of the batch alike.
+            return [error] * len(parts)
+
+    def _run_parts(self, parts: list[BatchPart]) -> list[JobOutput | BaseException]:
+        lead = parts[0].job
+        if all(part.cancel.is_set() for part in parts):
+            raise JobCancelledError()
+        entry = self.registry.get(lead.model_id)
+        if not entry.supports(lead.task):
+            raise TaskUnsupportedError(lead.model_id, lead.task.value.replace("_", "-"))
+        load_started = time.perf_counter()
+        report = self.load(lead.model_id, _fan_out(parts), width=lead.width, height=lead.height, task=lead.task)
+        load_s = 0.0 if report.already_loaded else time.perf_counter() - load_started
+        runs = [_PartRun(part) for part in parts]
+        per_call = self._images_per_call(entry, lead, sum(part.job.image_count for part in parts))
+        calls = _calls(runs, per_call)
+        for call in calls:
+            for run in {image.run: None for image in call}:
+                run.calls_total += 1
+        for call in calls:
+            live = [image for image in call if not image.run.part.cancel.is_set()]
+            if live:
+                self._call(entry, lead, live)
+        return [run.outcome(self, load_s) for run in runs]
+
+    def _images_per_call(self, entry: ModelEntry, job: ImageJob, wanted: int) -> int:
+        """The most images one pipeline call may carry: the setting, then what the resident plan's memory allows."""
+        resident = self._resident
+        assert resident is not None
+        tiled = bool(getattr(getattr(resident.pipeline, "vae", None), "use_tiling", False))
+        for batch in range(min(wanted, self.max_batch_images), 1, -1):
+            plan = self.planner.replan(
+                entry, resident.plan, job.width, job.height, job.task, vae_tiling=tiled, batch=batch
+            )
+            if self.planner.fits(plan):
+                return batch
+        return 1
+
+    def _call(self, entry: ModelEntry, lead: ImageJob, images: list[_PendingImage]) -> None:
+        """One pipeline call for `images` (one generator each, seeded as if alone); stops when all its jobs cancel."""
         assert self._resident is not None
-        pipeline = self._resident.pipeline
-        total = job.steps * job.image_count
+        resident = self._resident
+        runs = list({image.run: None for image in images})
         started = time.perf_counter()
         denoised_at = [started]
 
         def on_step_end(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
-            if cancel.is_set():
+            if all(run.part.cancel.is_set() for run in runs):
                 pipe._interrupt = True
                 raise JobCancelledError()
-            on_progress(
-                Progress(Stage.DENOISING, model_id=job.model_id, step=index * job.steps + step + 1, total_steps=total)
-            )
-            if step + 1 == job.steps:
+            for run in runs:
+                run.step(step)
+            if step + 1 == lead.steps:
                 denoised_at[0] = time.perf_counter()
-                on_progress(Progress(Stage.DECODING, model_id=job.model_id))
+                for run in runs:
+                    run.part.on_progress(Progress(Stage.DECODING, model_id=lead.model_id))
             return tensors
 
-        resident = self._resident
+        prompt: str | list[str] = runs[0].part.job.prompt if len(runs) == 1 else [i.run.part.job.prompt for i in images]
         kwargs = family_of(resident.entry.family).call_kwargs(
-            PromptJob(job.task, job.prompt, job.width, job.height, job.guidance, job.image)
+            PromptJob(lead.task, prompt, lead.width, lead.height, lead.guidance, runs[0].part.job.image)
         )
-        generator = torch.Generator(device="cpu").manual_seed(seed)
+        if len(runs) == 1:
+            kwargs["num_images_per_prompt"] = len(images)
+        generators = [torch.Generator(device="cpu").manual_seed(image.seed) for image in images]
         released = resident.loaded.released_encoder
         try:
             if released is not None:
                 released.attach()
             with torch.inference_mode():
-                output = pipeline(
+                output = resident.pipeline(
                     **kwargs,
-                    num_inference_steps=job.steps,
-                    generator=generator,
+                    num_inference_steps=lead.steps,
+                    generator=generators,
                     callback_on_step_end=on_step_end,
                     output_type="pil",
                 )
+        except JobCancelledError:
+            # Re-raised fresh: the original traceback holds the pipeline's frames (and the pipeline).
+            raise JobCancelledError() from None
+        except DiffusionError:
+            raise
+        except Exception:
+            _LOGGER.exception("pipeline call for %s failed", lead.model_id)
+            raise RuntimeError("the pipeline call failed") from None
         finally:
             # Normally freed by the transformer's pre-hook already; a job cancelled while encoding frees it here.
             if released is not None:
                 released.release()
         finished = time.perf_counter()
-        timing.denoise_s += denoised_at[0] - started
-        timing.decode_s += finished - denoised_at[0]
-        image: Image.Image = output.images[0]
-        return image
+        for image, pixels in zip(images, output.images, strict=True):
+            image.run.images[image.index] = pixels
+        for run in runs:
+            run.calls_done += 1
+            run.denoise_s += denoised_at[0] - started
+            run.decode_s += finished - denoised_at[0]
+        if lead.steps:
+            self.metrics.step_duration.labels(lead.model_id).observe((denoised_at[0] - started) / lead.steps)
+        self.metrics.batch_images.labels(lead.model_id).observe(len(images))
 
 
-@dataclass
-class _StepTiming:
+def _fan_out(parts: list[BatchPart]) -> ProgressSink:
+    """One sink that tells every job of a batch (load progress is shared)."""
+
+    def tell_all(event: Progress) -> None:
+        for part in parts:
+            part.on_progress(event)
+
+    return tell_all
+
+
+@dataclass(eq=False)
+class _PartRun:
+    """One job of a batched run as it goes: its images so far, its pipeline calls and its time in them."""
+
+    part: BatchPart
+    images: dict[int, Image.Image] = field(default_factory=dict)
+    calls_total: int = 0
+    calls_done: int = 0
     denoise_s: float = 0.0
     decode_s: float = 0.0
+
+    def step(self, step: int) -> None:
+        """A denoising step of the current call, counted over every call this job takes part in."""
+        steps = self.part.job.steps
+        self.part.on_progress(
+            Progress(
+                Stage.DENOISING,
+                model_id=self.part.job.model_id,
+                step=self.calls_done * steps + step + 1,
+                total_steps=self.calls_total * steps,
+            )
+        )
+
+    def outcome(self, engine: DiffusionEngine, load_s: float) -> JobOutput | BaseException:
+        job = self.part.job
+        if self.part.cancel.is_set() or len(self.images) != job.image_count:
+            return JobCancelledError()
+        self.part.on_progress(Progress(Stage.DONE, model_id=job.model_id))
+        entry = engine.registry.get(job.model_id)
+        return JobOutput(
+            images=[self.images[i] for i in range(job.image_count)],
+            seeds=job.seeds,
+            model_id=job.model_id,
+            revision="tiny" if engine.registry.tiny else entry.revision,
+            steps=job.steps,
+            guidance=job.guidance,
+            load_s=load_s,
+            denoise_s=self.denoise_s,
+            decode_s=self.decode_s,
+        )
+
+
+@dataclass(frozen=True)
+class _PendingImage:
+    run: _PartRun
+    index: int
+    seed: int
+
+
+def _calls(runs: list[_PartRun], per_call: int) -> list[list[_PendingImage]]:
+    """Every image of every job, in job then seed order, cut into pipeline calls of at most `per_call` images."""
+    images = [_PendingImage(run, index, seed) for run in runs for index, seed in enumerate(run.part.job.seeds)]
+    return [images[start : start + per_call] for start in range(0, len(images), per_call)]

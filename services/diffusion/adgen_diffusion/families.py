@@ -30,7 +30,8 @@ class PromptJob:
     """What a family needs of a job to build its call."""
 
     task: Task
-    prompt: str
+    # One prompt, or one per image of a batched call.
+    prompt: str | list[str]
     width: int
     height: int
     guidance: float
@@ -55,6 +56,8 @@ class Workload:
     vae_tile_pixels: int
     # "kl" (AutoencoderKL-style 2-D decoder) or "qwen" (causal 3-D decoder with a feature cache).
     vae_kind: str = "kl"
+    # Images in one pipeline call: activations scale with it.
+    batch: int = 1
 
 
 class PipelineFamily(Protocol):
@@ -188,7 +191,7 @@ class QwenImageEditPlusFamily:
             "true_cfg_scale": job.guidance,
         }
         if job.guidance > 1.0:
-            kwargs["negative_prompt"] = " "
+            kwargs["negative_prompt"] = [" "] * len(job.prompt) if isinstance(job.prompt, list) else " "
         return kwargs
 
     def load_kwargs(self, pipeline_dir: Path) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from adgen.type.v1 import error_reason_pb2 as reasons
 from adgen.type.v1 import image_pb2
 from adgen_diffusion import errors
 from adgen_diffusion.engine import ImageJob, random_seed
-from adgen_diffusion.images import decode_image
+from adgen_diffusion.images import OUTPUT_FORMATS, RAW_RGB, decode_image
 from adgen_diffusion.registry import ModelEntry, ModelRegistry, Task
 from adgen_runtime.errors import BadField, FailedPrecondition, NotFound, invalid_fields
 from adgen_runtime.photos import MAX_PHOTO_ASPECT, InvalidImageError
@@ -32,7 +32,8 @@ def _output_format(value: image_pb2.ImageFormat.ValueType) -> str | None:
         return "png"
     if value not in image_pb2.ImageFormat.values():
         return None
-    return image_pb2.ImageFormat.Name(value).removeprefix("IMAGE_FORMAT_").lower()
+    name = image_pb2.ImageFormat.Name(value).removeprefix("IMAGE_FORMAT_").lower()
+    return name if name in OUTPUT_FORMATS or name == RAW_RGB else None
 
 
 @dataclass(frozen=True)
@@ -157,7 +158,7 @@ def _checked_knobs(
         violations.append(BadField(f"{prefix}image_count", f"must be between 1 and {MAX_IMAGES}"))
     output_format = _output_format(request.output_format)
     if output_format is None:
-        violations.append(BadField(f"{prefix}output_format", "must be PNG, JPEG or WebP"))
+        violations.append(BadField(f"{prefix}output_format", "must be PNG, JPEG, WebP or RAW_RGB"))
     seed = request.seed if request.HasField("seed") else random_seed()
     return _Knobs(steps, float(guidance), seed, count, output_format or "png")
 

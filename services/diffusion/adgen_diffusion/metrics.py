@@ -16,6 +16,8 @@ from adgen_diffusion.memory import DeviceMemory
 # Seconds a job waits or a model takes to load: from an instant to a cold 10-minute load.
 WAIT_BUCKETS_S = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 STEP_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16)
+ENCODE_BUCKETS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1)
 
 
 class DiffusionMetrics:
@@ -57,6 +59,20 @@ class DiffusionMetrics:
             "Time per denoising step.",
             ("model",),
             buckets=STEP_BUCKETS_S,
+            registry=registry,
+        )
+        self.batch_images = Histogram(
+            "adgen_batch_images",
+            "Images per pipeline call (image_count and coalesced jobs run batched); the count is the calls.",
+            ("model",),
+            buckets=BATCH_BUCKETS,
+            registry=registry,
+        )
+        self.encode_duration = Histogram(
+            "adgen_encode_seconds",
+            "Encoding one job's output files, on the encode threads (off the GPU worker).",
+            ("format",),
+            buckets=ENCODE_BUCKETS_S,
             registry=registry,
         )
         self.unload_failures = Counter(

@@ -9,6 +9,7 @@ cheapest of the rest by quality loss plus speed cost. It loads nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import itertools
 import os
@@ -236,9 +237,18 @@ class MemoryPlanner:
         return self._predict_at(entry, candidate, width, height, task)
 
     def replan(
-        self, entry: ModelEntry, plan: Plan, width: int, height: int, task: Task | None, *, vae_tiling: bool
+        self,
+        entry: ModelEntry,
+        plan: Plan,
+        width: int,
+        height: int,
+        task: Task | None,
+        *,
+        vae_tiling: bool,
+        batch: int = 1,
     ) -> Plan:
-        """`plan` predicted again at another size (and tiling): can a resident pipeline serve this job as it is?"""
+        """`plan` predicted again at another size (and tiling), for `batch` images in one pipeline call: can a
+        resident pipeline serve this job as it is?"""
         transformer, encoder = plan.component("transformer"), plan.component("text_encoder")
         candidate = _Candidate(
             (transformer.quantization, transformer.residency),
@@ -247,16 +257,19 @@ class MemoryPlanner:
             host_offload=transformer.residency is Residency.HOST,
             variant=plan.variant,
         )
-        return self._predict_at(entry, candidate, width, height, task)
+        return self._predict_at(entry, candidate, width, height, task, batch)
 
     def fits(self, plan: Plan) -> bool:
         return self._fits(plan)
 
-    def _predict_at(self, entry: ModelEntry, candidate: _Candidate, width: int, height: int, task: Task | None) -> Plan:
+    def _predict_at(
+        self, entry: ModelEntry, candidate: _Candidate, width: int, height: int, task: Task | None, batch: int = 1
+    ) -> Plan:
         width, height = width or entry.native_side, height or entry.native_side
         task = task or _default_task(entry)
         sizes = self.sizes(entry)
-        return self._predict(entry, candidate, sizes, self._workload(entry, sizes, width, height, task), width, height)
+        workload = dataclasses.replace(self._workload(entry, sizes, width, height, task), batch=batch)
+        return self._predict(entry, candidate, sizes, workload, width, height)
 
     def _workload(
         self, entry: ModelEntry, sizes: Mapping[str, ComponentSize], width: int, height: int, task: Task
@@ -415,11 +428,13 @@ def _phases(
     # Loading streams tensor by tensor (device_map, mmapped safetensors): about one tensor at a time in host RAM.
     load_host = max(s.largest_tensor_bytes for s in sizes.values())
     idle = sum(on_device(c, running=False) for c in by_name.values()) + lora_bytes
-    text_act = _margin(_text_activation(workload))
+    # A batched call holds every image's activations at once (text, denoising and the VAE decode run batched).
+    text_act = _margin(_text_activation(workload)) * workload.batch
     denoise_act = _margin(
         workload.transformer_tokens * workload.transformer_width * _ACT_BYTES * _TRANSFORMER_LIVE_WIDTHS
     )
-    vae_act = _margin(_vae_activation(workload, vae.tiling))
+    denoise_act *= workload.batch
+    vae_act = _margin(_vae_activation(workload, vae.tiling)) * workload.batch
 
     def running(component: ComponentPlan, activation: int) -> int:
         return idle - on_device(component, running=False) + on_device(component, running=True) + activation

@@ -116,6 +116,7 @@ def generated_images(encoded: list[EncodedImage], seeds: list[int]) -> list[pb.G
                 format=image_pb2.ImageFormat.Value(f"IMAGE_FORMAT_{e.format.upper()}"),
                 width=e.width,
                 height=e.height,
+                stride=e.stride,
             ),
             seed=seed,
         )
@@ -124,13 +125,14 @@ def generated_images(encoded: list[EncodedImage], seeds: list[int]) -> list[pb.G
 
 
 def generation_info(output: JobOutput, *, queue_s: float, encode_s: float, total_s: float) -> pb.GenerationInfo:
-    """What produced the images and where the time went; encoding counts as decoding for callers."""
+    """What produced the images and where the time went: `decode` is the VAE, `encode` the output files."""
     timings = pb.JobTimings(
         queue=duration(queue_s),
         load=duration(output.load_s),
         denoise=duration(output.denoise_s),
-        decode=duration(output.decode_s + encode_s),
+        decode=duration(output.decode_s),
         total=duration(total_s),
+        encode=duration(encode_s),
     )
     return pb.GenerationInfo(
         model_id=output.model_id,

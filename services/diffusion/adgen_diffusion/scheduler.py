@@ -46,15 +46,23 @@ class SwapAwareQueue:
             return True
         return False
 
+    def waiting(self) -> list[Ticket]:
+        """The waiting tickets in arrival order."""
+        return sorted(self._waiting, key=lambda t: t.arrival)
+
     def pop_next(self, resident_model: str | None) -> Ticket | None:
         chosen = _choose(self._waiting, resident_model, self.max_overtakes)
         if chosen is None:
             return None
+        self.take(chosen)
+        return chosen
+
+    def take(self, chosen: Ticket) -> None:
+        """Removes a waiting ticket to run it now; every earlier arrival it passes counts one more overtake."""
         self._waiting.remove(chosen)
         for ticket in self._waiting:
             if ticket.arrival < chosen.arrival:
                 ticket.overtaken += 1
-        return chosen
 
     def predicted_order(self, resident_model: str | None) -> list[Ticket]:
         """The order the waiting jobs would run in if nothing else arrived."""

@@ -45,13 +45,18 @@ async def create_server(
         if running is not None:
             await running.set_ready(SERVICE_NAME, clean)
 
-    servicer = DiffusionServicer(DiffusionCore(worker, settings, on_clean_changed))
+    core = DiffusionCore(worker, settings, on_clean_changed)
+    servicer = DiffusionServicer(core)
     try:
         running = await start_server(
             settings,
             [
                 ServiceBinding(
-                    SERVICE_NAME, lambda s: pb_grpc.add_DiffusionServiceServicer_to_server(servicer, s), False
+                    SERVICE_NAME,
+                    lambda s: pb_grpc.add_DiffusionServiceServicer_to_server(servicer, s),
+                    False,
+                    # Model control swaps what the GPU holds for everyone: operators only, when tokens are on.
+                    admin_methods=("LoadModel", "UnloadModel"),
                 )
             ],
             extra_options=settings.connection_age_options(),
@@ -63,6 +68,7 @@ async def create_server(
 
     async def shut_down() -> None:
         await asyncio.to_thread(worker.close)
+        await asyncio.to_thread(core.close)
         await asyncio.to_thread(lambda: _unload_quietly(engine))
         lease.release()
 
@@ -95,6 +101,7 @@ def build_engine(settings: DiffusionSettings, metrics: CollectorRegistry | None 
         planner=planner,
         scratch_dir=settings.offload_dir,
         metrics=DiffusionMetrics(metrics or CollectorRegistry(), (entry.id for entry in registry)),
+        max_batch_images=settings.max_batch_images,
     )
 
 

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from adgen_diffusion.engine import DiffusionEngine, Progress, ProgressSink, Stage
+from adgen_diffusion.engine import BatchPart, DiffusionEngine, ImageJob, JobOutput, Progress, ProgressSink, Stage
 from adgen_diffusion.errors import JobCancelledError, QueueFullError
 from adgen_diffusion.scheduler import SwapAwareQueue, Ticket
 
@@ -42,7 +42,8 @@ class Finished(Generic[T]):
 
 @dataclass
 class _Job:
-    work: Work[Any]
+    # Opaque GPU work, or (image_job set) an image job the worker may batch with compatible ones.
+    work: Work[Any] | None
     cancel: threading.Event
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any]
@@ -51,6 +52,7 @@ class _Job:
     # The caller's context (request id for log lines) carried onto the GPU thread.
     context: contextvars.Context
     started: float = 0.0
+    image_job: ImageJob | None = None
 
 
 class CostModel:
@@ -80,7 +82,8 @@ class GpuWorker:
         self.switches = 0
         self._queue = SwapAwareQueue(max_overtakes)
         self._lock = threading.Lock()
-        self._running: Ticket | None = None
+        # The running job, or the jobs of the running batch (leader first).
+        self._running: list[Ticket] = []
         self._closed = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpu")
 
@@ -99,6 +102,31 @@ class GpuWorker:
         steps: int = 0,
     ) -> Finished[T]:
         """Queues `work`, waits for it, and returns its value. Cancelling the awaiting task cancels the job."""
+        return await self._submit(model_id, work, None, on_progress, cancel, priority, steps)
+
+    async def submit_images(
+        self,
+        job: ImageJob,
+        *,
+        on_progress: ProgressSink | None = None,
+        cancel: threading.Event | None = None,
+        priority: int = 0,
+    ) -> Finished[JobOutput]:
+        """Queues an image job. Text-to-image jobs of one batch key waiting together run as one batched call
+        (up to the engine's max_batch_images); cancelling one of them drops only its images."""
+        steps = job.steps * job.image_count
+        return await self._submit(job.model_id, None, job, on_progress, cancel, priority, steps)
+
+    async def _submit(
+        self,
+        model_id: str | None,
+        work: Work[T] | None,
+        image_job: ImageJob | None,
+        on_progress: ProgressSink | None,
+        cancel: threading.Event | None,
+        priority: int,
+        steps: int,
+    ) -> Finished[T]:
         loop = asyncio.get_running_loop()
         cancel = cancel or threading.Event()
         sink = on_progress or _drop
@@ -107,7 +135,14 @@ class GpuWorker:
             loop.call_soon_threadsafe(sink, event)
 
         job = _Job(
-            work, cancel, loop, loop.create_future(), from_thread, time.perf_counter(), contextvars.copy_context()
+            work,
+            cancel,
+            loop,
+            loop.create_future(),
+            from_thread,
+            time.perf_counter(),
+            contextvars.copy_context(),
+            image_job=image_job,
         )
         ticket = Ticket(model_id, priority=priority, steps=steps, payload=job)
         with self._lock:
@@ -137,9 +172,9 @@ class GpuWorker:
             self._closed = True
             for ticket in self._queue.predicted_order(None):
                 ticket.payload.cancel.set()
-            running = self._running
-        if running is not None:
-            running.payload.cancel.set()
+            running = list(self._running)
+        for ticket in running:
+            ticket.payload.cancel.set()
         self._executor.shutdown(wait=True, cancel_futures=False)
 
     # ----- on the GPU thread -----
@@ -149,40 +184,85 @@ class GpuWorker:
             ticket = self._queue.pop_next(self.engine.loaded_model_id)
             if ticket is None:
                 return
-            self._running = ticket
+            batch = [ticket, *self._companions_locked(ticket)]
+            self._running = batch
             self._report_queue_locked()
             updates = self._positions_locked()
         for waiting, position, eta in updates:
             waiting.payload.on_progress(
                 Progress(Stage.QUEUED, model_id=waiting.model_id or "", queue_position=position, eta_s=eta)
             )
-        job: _Job = ticket.payload
-        job.started = time.perf_counter()
-        self.engine.metrics.queue_wait.labels(ticket.model_id or "").observe(job.started - job.submitted)
+        started = time.perf_counter()
+        for member in batch:
+            member.payload.started = started
+            self.engine.metrics.queue_wait.labels(member.model_id or "").observe(started - member.payload.submitted)
         resident_before = self.engine.loaded_model_id
-        outcome: Any
-        failed = False
+        try:
+            outcomes = self._run_images(batch) if ticket.payload.image_job is not None else [self._run_work(ticket)]
+        finally:
+            with self._lock:
+                self._running = []
+        self._observe(batch, outcomes, resident_before, time.perf_counter() - started)
+        for member, (outcome, failed) in zip(batch, outcomes, strict=True):
+            job: _Job = member.payload
+            job.loop.call_soon_threadsafe(_settle, job.future, outcome, failed)
+        del outcomes
+
+    def _companions_locked(self, leader: Ticket) -> list[Ticket]:
+        """Waiting jobs that can share the leader's pipeline call: its batch key, room under max_batch_images."""
+        job: ImageJob | None = leader.payload.image_job
+        key = job.batch_key if job is not None else None
+        if job is None or key is None:
+            return []
+        room = self.engine.max_batch_images - job.image_count
+        taken: list[Ticket] = []
+        for waiting in self._queue.waiting():
+            other: ImageJob | None = waiting.payload.image_job
+            if room <= 0:
+                break
+            if other is None or other.batch_key != key or other.image_count > room or waiting.payload.cancel.is_set():
+                continue
+            self._queue.take(waiting)
+            taken.append(waiting)
+            room -= other.image_count
+        return taken
+
+    def _run_work(self, ticket: Ticket) -> tuple[Any, bool]:
+        job: _Job = ticket.payload
+        assert job.work is not None
         try:
             if job.cancel.is_set():
                 raise JobCancelledError()
-            outcome = job.context.run(job.work, job.on_progress, job.cancel)
+            return job.context.run(job.work, job.on_progress, job.cancel), False
         except BaseException as error:
-            outcome, failed = error, True
-        finally:
-            with self._lock:
-                self._running = None
-        elapsed = time.perf_counter() - job.started
+            return error, True
+
+    def _run_images(self, batch: list[Ticket]) -> list[tuple[Any, bool]]:
+        parts = [BatchPart(t.payload.image_job, t.payload.on_progress, t.payload.cancel) for t in batch]
+        try:
+            # The leader's context: its request id tags the batch's log lines.
+            results = batch[0].payload.context.run(self.engine.run_batch, parts)
+        except BaseException as error:
+            return [(error, True)] * len(batch)
+        return [(result, isinstance(result, BaseException)) for result in results]
+
+    def _observe(
+        self, batch: list[Ticket], outcomes: list[tuple[Any, bool]], resident_before: str | None, elapsed: float
+    ) -> None:
+        """Counts a model switch and updates the cost model from a finished job or batch."""
         resident_after = self.engine.loaded_model_id
         if resident_after is not None and resident_after != resident_before:
             self.switches += 1
             self.engine.metrics.switches.inc()
-        if not failed and ticket.steps:
-            load_s = float(getattr(outcome, "load_s", 0.0))
-            if load_s:
-                self.costs.observe_switch(load_s)
-            self.costs.observe_step((elapsed - load_s) / ticket.steps)
-        job.loop.call_soon_threadsafe(_settle, job.future, outcome, failed)
-        del outcome, job
+        steps = sum(member.steps for member in batch)
+        succeeded = [outcome for outcome, failed in outcomes if not failed]
+        if not succeeded or not steps:
+            return
+        load_s = float(getattr(succeeded[0], "load_s", 0.0))
+        if load_s:
+            self.costs.observe_switch(load_s)
+        # Per image-step: a batch runs its jobs' steps together, so the ETAs of jobs behind it stay honest.
+        self.costs.observe_step((elapsed - load_s) / steps)
 
     # ----- estimates (under the lock) -----
 
@@ -201,15 +281,13 @@ class GpuWorker:
         return 0, 0.0
 
     def _resident_after_running(self) -> str | None:
-        running = self._running
-        if running is not None and running.model_id is not None:
-            return running.model_id
+        if self._running and self._running[0].model_id is not None:
+            return self._running[0].model_id
         return self.engine.loaded_model_id
 
     def _running_rest_s(self) -> float:
-        """Seconds until the running job ends (assumed half done), 0 when none runs."""
-        running = self._running
-        return running.steps * self.costs.step_s / 2 if running is not None else 0.0
+        """Seconds until the running job or batch ends (assumed half done), 0 when none runs."""
+        return sum(ticket.steps for ticket in self._running) * self.costs.step_s / 2
 
     def _etas(self, order: list[Ticket]) -> list[float]:
         """Seconds until each job finishes: the running job's rest, then each job ahead, plus switches."""

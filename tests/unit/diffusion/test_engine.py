@@ -22,6 +22,7 @@ from adgen_diffusion.errors import (
 from adgen_diffusion.loader import remove_pipeline_hooks
 from adgen_diffusion.planner import Residency
 from adgen_diffusion.registry import ModelRegistry, Quantization, Task
+from tests.unit.diffusion.test_batching import BATCH_TOLERANCE, max_channel_difference
 
 SIDE = 64
 
@@ -65,8 +66,11 @@ def test_same_seed_reproduces_the_image_and_image_i_uses_seed_plus_i(engine: Dif
     first = engine.run(_job("z-image-turbo", image_count=2, seed=7), lambda _: None, threading.Event())
     again = _run(engine, _job("z-image-turbo", seed=8))
     assert first.seeds == [7, 8]
-    assert first.images[1].tobytes() == again[0].tobytes()
-    assert first.images[0].tobytes() != first.images[1].tobytes()
+    assert _run(engine, _job("z-image-turbo", seed=8))[0].tobytes() == again[0].tobytes()
+    # The two images came from one batched call: equal to the lone run within float32 rounding (tests/unit/
+    # diffusion/test_batching.py states the tolerance).
+    assert max_channel_difference(first.images[1], again[0]) <= BATCH_TOLERANCE
+    assert max_channel_difference(first.images[0], first.images[1]) > 10
 
 
 def test_progress_runs_loading_then_every_step_then_decoding_and_done(engine: DiffusionEngine) -> None:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, JpegImagePlugin
 
-from adgen_diffusion.images import decode_image, encode_image
+from adgen_diffusion.images import RAW_RGB, decode_image, encode_image
 from adgen_runtime.photos import InvalidImageError
 
 LIMITS = {"max_bytes": 5_000_000, "max_pixels": 4_000_000}
@@ -66,4 +67,47 @@ def test_outputs_encode_in_the_requested_format_and_size(output_format: str, pil
     encoded = encode_image(Image.new("RGB", (48, 32), "white"), output_format)
     reopened = Image.open(io.BytesIO(encoded.data))
     assert (reopened.format, reopened.size) == (pil_format, (48, 32))
-    assert (encoded.width, encoded.height) == (48, 32)
+    assert (encoded.width, encoded.height, encoded.stride) == (48, 32, 0)
+
+
+def _noise(width: int, height: int) -> Image.Image:
+    pixels = np.random.default_rng(3).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    return Image.fromarray(pixels, "RGB")
+
+
+def _gradient_with_grain(width: int, height: int) -> Image.Image:
+    """Smooth colour with sensor-like grain: photographic enough for lossy codecs to be judged fairly."""
+    x, y = np.meshgrid(np.linspace(0, 1, width), np.linspace(0, 1, height))
+    base = np.stack([x * 200 + 30, y * 180 + 40, (1 - x) * 160 + 50], axis=-1)
+    grain = np.random.default_rng(5).normal(0, 3, base.shape)
+    return Image.fromarray(np.clip(base + grain, 0, 255).astype(np.uint8), "RGB")
+
+
+@pytest.mark.parametrize(("output_format", "worst_psnr_db"), [("png", None), ("jpeg", 36.0), ("webp", 32.0)])
+def test_every_file_format_round_trips(output_format: str, worst_psnr_db: float | None) -> None:
+    image = _gradient_with_grain(96, 64)
+    back = Image.open(io.BytesIO(encode_image(image, output_format).data)).convert("RGB")
+    assert back.size == image.size
+    if worst_psnr_db is None:
+        assert back.tobytes() == image.tobytes()
+    else:
+        error = np.asarray(back, dtype=np.float64) - np.asarray(image, dtype=np.float64)
+        assert 10 * np.log10(255**2 / np.mean(error**2)) > worst_psnr_db
+
+
+def test_raw_rgb_is_the_exact_pixels_row_by_row_with_a_stride_of_three_bytes_a_pixel() -> None:
+    image = _noise(40, 24)
+    raw = encode_image(image, RAW_RGB)
+    assert (raw.format, raw.width, raw.height, raw.stride, len(raw.data)) == ("raw_rgb", 40, 24, 120, 40 * 24 * 3)
+    assert Image.frombuffer("RGB", (40, 24), raw.data, "raw", "RGB", raw.stride, 1).tobytes() == image.tobytes()
+    assert raw.data[120:123] == bytes(image.getpixel((0, 1)))  # type: ignore[arg-type]
+
+
+def test_raw_rgb_of_a_non_rgb_image_is_converted_first() -> None:
+    raw = encode_image(Image.new("L", (4, 2), 200), RAW_RGB)
+    assert raw.data == bytes([200] * 4 * 2 * 3)
+
+
+def test_jpeg_output_uses_4_2_0_chroma() -> None:
+    reopened = Image.open(io.BytesIO(encode_image(_noise(32, 32), "jpeg").data))
+    assert JpegImagePlugin.get_sampling(reopened) == 2

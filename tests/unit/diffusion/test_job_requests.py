@@ -37,6 +37,22 @@ def test_generate_applies_the_model_defaults(tiny_registry: ModelRegistry) -> No
     assert prepared.output_format == "png"
 
 
+@pytest.mark.parametrize(
+    ("value", "name"),
+    [
+        (image_pb2.IMAGE_FORMAT_PNG, "png"),
+        (image_pb2.IMAGE_FORMAT_JPEG, "jpeg"),
+        (image_pb2.IMAGE_FORMAT_WEBP, "webp"),
+        (image_pb2.IMAGE_FORMAT_RAW_RGB, "raw_rgb"),
+    ],
+)
+def test_every_output_format_of_the_enum_is_accepted_by_its_encoder_name(
+    tiny_registry: ModelRegistry, value: image_pb2.ImageFormat.ValueType, name: str
+) -> None:
+    request = pb.GenerateRequest(prompt="juice", output_format=value)
+    assert prepare_generate(request, tiny_registry.get("z-image-turbo"), prefix="").output_format == name
+
+
 def test_generate_names_every_bad_field_at_once(tiny_registry: ModelRegistry) -> None:
     request = pb.GenerateRequest(prompt=" ", width=-16, image_count=9, output_format=99, guidance_scale=-1.0)  # type: ignore[arg-type]
     with pytest.raises(InvalidArgument) as raised:

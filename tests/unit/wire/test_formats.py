@@ -7,14 +7,16 @@ import mimetypes
 from PIL import Image
 
 from adgen.type.v1 import image_pb2
-from adgen_wire.formats import FILE_SUFFIXES, IMAGE_FORMATS, MIME_TYPES, PILLOW_FORMATS
+from adgen_wire.formats import FILE_SUFFIXES, IMAGE_FORMATS, MIME_TYPES, PILLOW_FORMATS, RAW_FORMATS
 
 
-def test_table_has_one_row_per_format_except_unspecified() -> None:
+def test_every_format_is_a_file_row_or_a_raw_pixel_format_and_never_both() -> None:
     expected = {value for value in image_pb2.ImageFormat.values() if value != image_pb2.IMAGE_FORMAT_UNSPECIFIED}
     rows = [row.value for row in IMAGE_FORMATS]
-    assert sorted(rows) == sorted(expected)
-    assert set(FILE_SUFFIXES) == set(MIME_TYPES) == set(PILLOW_FORMATS) == expected
+    assert len(rows) == len(set(rows))
+    assert set(rows).isdisjoint(RAW_FORMATS)
+    assert set(rows) | RAW_FORMATS == expected
+    assert set(FILE_SUFFIXES) == set(MIME_TYPES) == set(PILLOW_FORMATS) == set(rows)
 
 
 def test_pillow_names_are_formats_pillow_writes() -> None:
