@@ -4,16 +4,23 @@
 //
 //   npm run build --prefix clients/node
 //   node clients/node/dist/create-ad.js --target 127.0.0.1:50051 --out out/node "여름 느낌 딸기 생과일 주스"
-import { mkdirSync, writeFileSync } from "node:fs";
+//
+// An orchestrator with TLS and authentication on: --ca (or --tls for the system's roots), and the bearer
+// token from ADGEN_TOKEN (never a flag, so it stays out of the process list):
+//
+//   ADGEN_TOKEN=... node clients/node/dist/create-ad.js --target ads.example.com:50051 --ca ca.pem "딸기 주스"
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { isIP } from "node:net";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 
 import { create, toJson } from "@bufbuild/protobuf";
 import { durationMs } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 
 import {
+  type AdImage,
   AdCopySchema,
   AdService,
   CreateAdRequestSchema,
@@ -40,6 +47,9 @@ const MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
 
 interface Options {
   target: string;
+  tls: boolean;
+  ca: string | undefined;
+  token: string;
   out: string;
   width: number;
   height: number;
@@ -53,7 +63,9 @@ function parseOptions(): Options {
   const { values, positionals } = parseArgs({
     allowPositionals: true,
     options: {
-      target: { type: "string", default: "127.0.0.1:50051" },
+      target: { type: "string", default: process.env.ADGEN_TARGET || "127.0.0.1:50051" },
+      tls: { type: "boolean", default: false },
+      ca: { type: "string" },
       out: { type: "string", default: "out/node" },
       width: { type: "string", default: "0" },
       height: { type: "string", default: "0" },
@@ -64,6 +76,9 @@ function parseOptions(): Options {
   });
   return {
     target: values.target,
+    tls: values.tls || values.ca !== undefined,
+    ca: values.ca,
+    token: (process.env.ADGEN_TOKEN ?? "").trim(),
     out: values.out,
     width: Number(values.width),
     height: Number(values.height),
@@ -125,12 +140,38 @@ function saveAd(ad: CreateAdResponse, keyword: string, out: string): number {
   return files.length;
 }
 
-async function createAd(options: Options): Promise<void> {
-  const transport = createGrpcTransport({
-    baseUrl: `http://${options.target}`,
+/** Whether host:port (or [v6]:port) names this machine: a token may go there without TLS. */
+function isLoopback(target: string): boolean {
+  const host = target.startsWith("[") ? target.slice(1, target.indexOf("]")) : target.replace(/:\d+$/, "");
+  if (host === "localhost") return true;
+  if (isIP(host) === 4) return host.startsWith("127.");
+  return host === "::1";
+}
+
+/** Sends the token as `authorization: Bearer <token>` on every call. */
+function bearer(token: string): Interceptor {
+  return (next) => async (request) => {
+    request.header.set("authorization", `Bearer ${token}`);
+    return await next(request);
+  };
+}
+
+function createTransport(options: Options) {
+  if (options.token && !options.tls && !isLoopback(options.target)) {
+    // The same rule as the Python SDK: a token never travels in plaintext off this machine.
+    throw new Error(`ADGEN_TOKEN is only sent over TLS or to a loopback address: pass --tls or --ca FILE`);
+  }
+  return createGrpcTransport({
+    baseUrl: `${options.tls ? "https" : "http"}://${options.target}`,
     readMaxBytes: MAX_MESSAGE_BYTES,
     writeMaxBytes: MAX_MESSAGE_BYTES,
+    nodeOptions: options.ca === undefined ? {} : { ca: readFileSync(options.ca) },
+    interceptors: options.token ? [bearer(options.token)] : [],
   });
+}
+
+async function createAd(options: Options): Promise<void> {
+  const transport = createTransport(options);
   const client = createClient(AdService, transport);
   const request = create(CreateAdRequestSchema, {
     keyword: options.keyword,
@@ -144,11 +185,21 @@ async function createAd(options: Options): Promise<void> {
   const stream = client.streamCreateAd({ request }, { timeoutMs: options.timeoutMs });
   // Read to the end rather than break at the result: an abandoned call keeps the HTTP/2 session (and node) alive.
   let saved = false;
+  // The result does not repeat image bytes already streamed (data_in_stream): keep them to put back.
+  const streamed = new Map<string, Uint8Array>();
+  const imageKey = (adImage: AdImage) => `${adImage.variantIndex}/${adImage.placement}`;
   for await (const { event } of stream) {
     if (event.case === "copy") console.log(`copy ready: ${event.value.hook}`);
     if (event.case === "progress") console.log(describeProgress(event.value));
-    if (event.case === "image") console.log(`variant ${event.value.variantIndex}: image ready`);
+    if (event.case === "image") {
+      if (event.value.image) streamed.set(imageKey(event.value), event.value.image.data);
+      console.log(`variant ${event.value.variantIndex}: image ready`);
+    }
     if (event.case === "result") {
+      for (const adImage of event.value.images) {
+        const data = streamed.get(imageKey(adImage));
+        if (adImage.dataInStream && adImage.image && data) adImage.image.data = data;
+      }
       const count = saveAd(event.value, options.keyword, options.out);
       console.log(`saved ${count} image(s) and ad.json to ${options.out}`);
       saved = true;

@@ -17,6 +17,7 @@ from playwright.async_api import async_playwright, expect
 
 from tests.conftest import REPO_ROOT
 from tests.live_services import Services, unused_loopback_port
+from tests.support.product_photos import cut_out_png
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -124,8 +125,65 @@ async def test_browser_creates_an_ad_and_shows_the_generated_image(web_app: str,
             # The page is Korean to the browser (lang) and in Streamlit's own uploader texts, with the real limit.
             assert await page.evaluate("document.documentElement.lang") == "ko"
             await page.get_by_text("사진 편집", exact=True).click()
+            # The create form (with its own product photo uploader) is gone once the edit form replaced it.
+            await expect(page.get_by_role("textbox", name="상품 키워드")).to_have_count(0)
             instructions = page.locator('[data-testid="stFileUploaderDropzoneInstructions"]')
             await expect(instructions).to_have_text("최대 20MB • PNG, JPG, WEBP")
             await expect(page.locator('[data-testid="stFileUploaderDropzone"] button')).to_contain_text("사진 올리기")
+        finally:
+            await browser.close()
+
+
+PRODUCT_SCREENSHOT = REPO_ROOT / "test-artifacts" / "web-product-preview.png"
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed")
+async def test_browser_previews_a_product_ad_in_feed_square_and_portrait_as_instagram_posts(
+    web_app: str, tmp_path: Path
+) -> None:
+    product = tmp_path / "juice.png"
+    product.write_bytes(cut_out_png())
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"),
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1400, "height": 1800},
+            locale="ko-KR",
+        )
+        try:
+            page = browser.pages[0] if browser.pages else await browser.new_page()
+            await page.goto(web_app)
+            await page.get_by_role("textbox", name="상품 키워드").fill("여름 느낌 딸기 생과일 주스")
+            await page.get_by_text("가게 정보 (선택)").click()
+            await page.get_by_role("textbox", name="가게 이름").fill("하루카페")
+            await page.get_by_text("피드 세로형 (4:5)").click()
+            await page.locator('[data-testid="stForm"] input[type="file"]').set_input_files(str(product))
+            await expect(page.get_by_text("juice.png")).to_be_visible()
+            await page.get_by_role("button", name="광고 만들기").click()
+
+            await expect(page.get_by_text("광고가 완성됐어요")).to_be_visible(timeout=AD_DEADLINE_MS)
+            images = page.locator('[data-testid="stImage"] img')
+            await expect(images).to_have_count(2)
+            sizes = [
+                await image.evaluate("img => [img.naturalWidth, img.naturalHeight]") for image in await images.all()
+            ]
+            assert sizes == [[1080, 1080], [1080, 1350]]
+            # Each post in its feed frame: the shop's name above, the caption cut at the hook with "더 보기".
+            await expect(page.locator(".adgen-post .name", has_text="하루카페").first).to_be_visible()
+            icons = page.locator(".adgen-post .icons img")
+            await expect(icons).to_have_count(8)  # Like, comment, share and save under each image.
+            assert await icons.first.evaluate("img => img.complete && img.naturalWidth > 0")
+            more = page.locator(".adgen-post summary").first
+            await expect(more).to_contain_text("더 보기")
+            hashtags = page.locator(".adgen-post .tags").first
+            await expect(hashtags).to_be_hidden()
+            await more.click()
+            await expect(hashtags).to_be_visible()
+            await expect(hashtags).to_contain_text("#")
+            await expect(page.locator(".adgen-post .more").first).to_be_hidden()
+            PRODUCT_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+            await page.screenshot(path=str(PRODUCT_SCREENSHOT), full_page=True)
         finally:
             await browser.close()

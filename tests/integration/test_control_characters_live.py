@@ -22,7 +22,7 @@ from adgen.copywriter.v1 import copywriter_service_pb2 as cw_pb
 from adgen.copywriter.v1 import copywriter_service_pb2_grpc as cw_grpc
 from adgen.diffusion.v1 import diffusion_service_pb2 as df_pb
 from adgen.diffusion.v1 import diffusion_service_pb2_grpc as df_grpc
-from adgen.type.v1 import ad_pb2
+from adgen.type.v1 import ad_pb2, image_pb2
 from adgen_runtime.text import forbidden_characters
 from adgen_wire.channel import create_aio_channel
 from tests.live_services import Services
@@ -72,6 +72,7 @@ async def test_an_ad_from_text_with_line_breaks_has_clean_copy_and_a_label_that_
         width=256,
         height=256,
         overlay_headline=True,
+        output_format=image_pb2.IMAGE_FORMAT_PNG,  # the PNG label carries the text in an iTXt chunk too
     )
     async with create_aio_channel(services.orchestrator) as channel:
         ad = await ad_grpc.AdServiceStub(channel).CreateAd(request, timeout=120)

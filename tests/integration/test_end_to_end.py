@@ -31,7 +31,7 @@ SMALL: CreateAdOptions = {"width": 128, "height": 128, "num_inference_steps": 2,
 HANGUL = re.compile("[가-힣]")
 
 
-def _decoded_size(data: bytes, expected_format: str = "PNG") -> tuple[int, int]:
+def _decoded_size(data: bytes, expected_format: str = "JPEG") -> tuple[int, int]:  # JPEG: the default
     with Image.open(io.BytesIO(data)) as image:
         image.load()
         assert image.format == expected_format
@@ -147,24 +147,24 @@ async def test_cli_creates_and_edits_end_to_end(services: Services, tmp_path: Pa
         runner.invoke,
         app,
         ["create", KEYWORD, "--out", str(tmp_path / "ad"), "--width", "128", "--height", "128", "--steps", "2",
-         "--target", services.orchestrator],
+         "--format", "png", "--target", services.orchestrator],
     )  # fmt: skip
     assert created.exit_code == 0, created.output
     manifest = json.loads((tmp_path / "ad" / "ad.json").read_text(encoding="utf-8"))
     assert HANGUL.search(manifest["copy"]["caption"]) and manifest["image_prompts"][0].isascii()
     photo = tmp_path / "ad" / manifest["images"][0]["file"]
-    assert _decoded_size(photo.read_bytes()) == (128, 128)
+    assert _decoded_size(photo.read_bytes(), "PNG") == (128, 128)
 
     edited = await asyncio.to_thread(
         runner.invoke,
         app,
         ["edit", str(photo), "커피를 딸기 라떼로 바꿔줘", "--out", str(tmp_path / "edit"), "--steps", "2",
-         "--target", services.orchestrator],
+         "--format", "png", "--target", services.orchestrator],
     )  # fmt: skip
     assert edited.exit_code == 0, edited.output
     edit_manifest = json.loads((tmp_path / "edit" / "edit.json").read_text(encoding="utf-8"))
     edited_photo = tmp_path / "edit" / edit_manifest["file"]
-    assert _decoded_size(edited_photo.read_bytes()) == (128, 128)
+    assert _decoded_size(edited_photo.read_bytes(), "PNG") == (128, 128)
 
     # The files on disk carry their AI labels: IPTC digital source type in XMP, and PNG text.
     assert _labels(photo) == (IPTC + "trainedAlgorithmicMedia",) * 2
@@ -199,7 +199,14 @@ async def test_four_variants_get_four_different_prompts_from_the_copywriter(serv
 
 
 async def test_quality_preference_overlay_and_disclosure_on_the_real_models(services: Services) -> None:
-    story: CreateAdOptions = {"placement": "story", "width": 144, "height": 256, "num_inference_steps": 2, "seed": 8}
+    story: CreateAdOptions = {
+        "placement": "story",
+        "width": 144,
+        "height": 256,
+        "num_inference_steps": 2,
+        "seed": 8,
+        "output_format": "png",  # Lossless: only the drawn text differs between the two.
+    }
     plain_options: CreateAdOptions = story | {"quality": "quality"}
     marked_options: CreateAdOptions = plain_options | {"overlay_headline": True, "ai_disclosure": True}
     async with AsyncAdGenClient(services.orchestrator, timeout=120) as client:

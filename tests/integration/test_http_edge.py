@@ -45,7 +45,7 @@ async def test_the_readme_curl_command_creates_an_ad_as_proto_json(services: Ser
     assert HANGUL.search(ad["copy"]["caption"]) and ad["modelId"] == "flux2-klein-4b"
     (image,) = ad["images"]
     with Image.open(io.BytesIO(base64.b64decode(image["image"]["data"]))) as decoded:
-        assert decoded.format == "PNG" and decoded.size == (1080, 1080)  # the default placement, feed 1:1
+        assert decoded.format == "JPEG" and decoded.size == (1080, 1080)  # the default format and placement
 
 
 def _envelope(payload: bytes) -> bytes:

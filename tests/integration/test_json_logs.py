@@ -49,7 +49,9 @@ def copywriter() -> Iterator[tuple[subprocess.Popen[str], int]]:
     )
     try:
         started = list(_lines_until(process, r"^serving "))
-        port = int(started[-1]["message"].rsplit(":", 1)[1])
+        listening = re.search(r":(\d+)\b", started[-1]["message"])  # "serving NAMES on HOST:PORT (plaintext)"
+        assert listening is not None
+        port = int(listening.group(1))
         yield process, port
     finally:
         process.terminate()

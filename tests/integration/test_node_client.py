@@ -76,7 +76,7 @@ async def test_typescript_client_creates_an_ad_and_saves_the_image_and_ad_json(
     assert (image["width"], image["height"]) == (128, 128) and image["image_prompt"].isascii()
     assert image["seed"].isdigit()  # uint64 travels as a decimal string
     with Image.open(io.BytesIO((tmp_path / image["file"]).read_bytes())) as decoded:
-        assert decoded.format == "PNG" and decoded.size == (128, 128)
+        assert decoded.format == "JPEG" and decoded.size == (128, 128)  # the server's default format
 
 
 async def test_typescript_client_decodes_error_info_and_bad_request_for_an_empty_keyword(
@@ -100,3 +100,14 @@ async def test_typescript_client_decodes_resource_info_for_an_unknown_model(
     assert code != 0
     assert stderr.startswith("NOT_FOUND: ") and "reason: MODEL_NOT_FOUND (adgen.dev)" in stderr
     assert "resource: adgen.diffusion.v1.Model no-such-model" in stderr  # google.rpc.ResourceInfo
+
+
+async def test_typescript_client_never_sends_adgen_token_in_plaintext_off_this_machine(
+    compiled_client: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ADGEN_TOKEN", "node-key-17c3e9")
+    code, _, stderr = await _run_node(
+        compiled_client, "--target", "ads.example.com:50051", "--out", str(tmp_path), KEYWORD
+    )
+    assert code != 0 and "only sent over TLS" in stderr and "--tls or --ca" in stderr
+    assert "node-key-17c3e9" not in stderr

@@ -70,7 +70,7 @@ async def test_generic_client_creates_an_ad_by_reflection(services: Services) ->
     body = json.dumps({"keyword": "딸기 라떼", "width": 128, "height": 128, "numInferenceSteps": 2})
     reply = json.loads(await buf_curl("-d", body, f"http://{services.orchestrator}/adgen.ad.v1.AdService/CreateAd"))
     (image,) = reply["images"]
-    assert image["image"]["width"] == 128 and image["image"]["format"] == "IMAGE_FORMAT_PNG"
+    assert image["image"]["width"] == 128 and image["image"]["format"] == "IMAGE_FORMAT_JPEG"  # the default
 
 
 @pytest.mark.parametrize("service", ["orchestrator", "copywriter", "diffusion"])

@@ -39,6 +39,14 @@ def png(width: int, height: int, color: str = "pink") -> bytes:
     return buffer.getvalue()
 
 
+def rendered(width: int, height: int, color: str, output_format: image_pb2.ImageFormat.ValueType) -> image_pb2.Image:
+    """A plain picture as the diffusion service answers: raw RGB pixels when asked for them, else a PNG."""
+    if output_format == image_pb2.IMAGE_FORMAT_RAW_RGB:
+        data = Image.new("RGB", (width, height), color).tobytes()
+        return image_pb2.Image(data=data, format=output_format, width=width, height=height, stride=3 * width)
+    return image_pb2.Image(data=png(width, height, color), format=image_pb2.IMAGE_FORMAT_PNG)
+
+
 def _record(calls: list[RecordedCall], request: object, context: Context) -> None:
     metadata = {key: value for key, value in (context.invocation_metadata() or ()) if isinstance(value, str)}
     calls.append(RecordedCall(request, metadata, context.time_remaining()))
@@ -123,7 +131,7 @@ class FakeDiffusion(df_grpc.DiffusionServiceServicer):
         async for progress in self._progress(request.request.model_id):
             yield df_pb.StreamGenerateResponse(progress=progress)
         job = request.request
-        image = image_pb2.Image(data=png(job.width, job.height), format=image_pb2.IMAGE_FORMAT_PNG)
+        image = rendered(job.width, job.height, "pink", job.output_format)
         result = df_pb.GenerateResponse(
             images=[df_pb.GeneratedImage(image=image, seed=job.seed)],
             info=df_pb.GenerationInfo(model_id=job.model_id, num_inference_steps=job.num_inference_steps or FAKE_STEPS),
@@ -136,7 +144,7 @@ class FakeDiffusion(df_grpc.DiffusionServiceServicer):
         _record(self.calls, request.request, context)
         async for progress in self._progress(request.request.model_id):
             yield df_pb.StreamEditResponse(progress=progress)
-        image = image_pb2.Image(data=png(*EDIT_OUTPUT_SIZE, "red"), format=image_pb2.IMAGE_FORMAT_PNG)
+        image = rendered(*EDIT_OUTPUT_SIZE, "red", request.request.output_format)
         result = df_pb.EditResponse(
             images=[df_pb.GeneratedImage(image=image, seed=request.request.seed or 99)],
             info=df_pb.GenerationInfo(model_id=request.request.model_id, num_inference_steps=FAKE_STEPS),

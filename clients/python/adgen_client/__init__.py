@@ -1,6 +1,7 @@
 """Python SDK and CLI for the AdGen ad API."""
 
 from adgen_client.client import AdGenClient, AsyncAdGenClient, ProgressCallback, RetryPolicy
+from adgen_client.connection import tls_credentials
 from adgen_client.errors import (
     AdGenError,
     BadRequest,
@@ -14,13 +15,14 @@ from adgen_client.errors import (
     Unavailable,
 )
 from adgen_client.progress import ProgressEvent, Stage
-from adgen_client.requests import CreateAdOptions, EditAdOptions, Facts
+from adgen_client.requests import Brand, CreateAdOptions, EditAdOptions, Facts
 
 __all__ = [
     "AdGenClient",
     "AdGenError",
     "AsyncAdGenClient",
     "BadRequest",
+    "Brand",
     "CreateAdOptions",
     "EditAdOptions",
     "Facts",
@@ -36,4 +38,5 @@ __all__ = [
     "Timeout",
     "Unauthenticated",
     "Unavailable",
+    "tls_credentials",
 ]

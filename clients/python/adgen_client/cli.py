@@ -8,6 +8,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,10 +18,11 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
 from adgen.ad.v1 import ad_service_pb2 as ad_pb
-from adgen.type.v1 import image_pb2, progress_pb2
+from adgen.type.v1 import ad_pb2, image_pb2, progress_pb2
 from adgen_client.client import DEFAULT_TARGET, DEFAULT_TIMEOUT_S, AdGenClient
-from adgen_client.errors import AdGenError, Unavailable
-from adgen_client.requests import FACT_NAMES, FILE_SUFFIXES, Facts
+from adgen_client.connection import TOKEN_ENV, tls_credentials
+from adgen_client.errors import AdGenError, PermissionDenied, Unauthenticated, Unavailable
+from adgen_client.requests import FACT_NAMES, FILE_SUFFIXES, Brand, Facts
 
 app = typer.Typer(
     help="AdGen: Instagram ad creatives from a Korean keyword, and product photo edits.",
@@ -69,6 +71,35 @@ class FormatChoice(enum.StrEnum):
 
 
 Target = Annotated[str, typer.Option(envvar="ADGEN_TARGET", help="host:port of the orchestrator.")]
+Tls = Annotated[bool, typer.Option("--tls", envvar="ADGEN_TLS", help="Connect over TLS (implied by --ca).")]
+Ca = Annotated[
+    Path | None,
+    typer.Option(
+        "--ca", envvar="ADGEN_CA_FILE", exists=True, dir_okay=False, metavar="FILE",
+        help="CA certificate (PEM) the server's certificate must chain to; unset: the system's roots.",
+    ),
+]  # fmt: skip
+ClientCert = Annotated[
+    Path | None,
+    typer.Option(
+        "--cert", envvar="ADGEN_CLIENT_CERT_FILE", exists=True, dir_okay=False, metavar="FILE",
+        help="Client certificate (PEM) for a server that asks for one (mTLS), with --key.",
+    ),
+]  # fmt: skip
+ClientKey = Annotated[
+    Path | None,
+    typer.Option(
+        "--key", envvar="ADGEN_CLIENT_KEY_FILE", exists=True, dir_okay=False, metavar="FILE",
+        help="Private key (PEM) of --cert.",
+    ),
+]  # fmt: skip
+Token = Annotated[
+    str,
+    typer.Option(
+        "--token", envvar=TOKEN_ENV, show_default=False, show_envvar=True,
+        help="Bearer token (an API key or a JWT); prefer the variable, a flag shows in the process list.",
+    ),
+]  # fmt: skip
 Timeout = Annotated[float, typer.Option(help="Deadline of the whole request, in seconds.")]
 Out = Annotated[Path, typer.Option(file_okay=False, help="Directory to write the files into.")]
 # 53 bits: seeds land in ad.json / edit.json, and JavaScript reads JSON numbers as doubles.
@@ -76,7 +107,14 @@ MAX_SEED = 2**53 - 1
 Seed = Annotated[int | None, typer.Option(min=0, max=MAX_SEED, help="Seed of the first image; unset picks one.")]
 Steps = Annotated[int | None, typer.Option(min=1, help="Denoising steps; unset uses the model's default.")]
 Model = Annotated[str, typer.Option(help="Registry id of the model; empty uses the server's default.")]
-Format = Annotated[FormatChoice, typer.Option("--format", help="Format of the written image files.")]
+Format = Annotated[
+    FormatChoice | None,
+    typer.Option(
+        "--format",
+        help="Format of the written image files. Unset: the server's default, JPEG (PNG with --product, so a "
+        "cut-out product stays pixel for pixel).",
+    ),
+]
 RequestId = Annotated[
     str,
     typer.Option(help="Request id for logs and tracing; resending one returns the same result. Empty: server picks."),
@@ -90,11 +128,24 @@ Disclose = Annotated[
 def create(
     keyword: Annotated[str, typer.Argument(help="Korean product keyword (see the example above).")],
     out: Out,
-    placement: Annotated[PlacementChoice, typer.Option(help="Instagram placement.")] = PlacementChoice.FEED_SQUARE,
+    placement: Annotated[
+        list[PlacementChoice] | None,
+        typer.Option(help="Instagram placement; repeat it for several sizes of the same ad (default feed-square)."),
+    ] = None,
+    product: Annotated[
+        list[Path] | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            metavar="PHOTO",
+            help="The shop's own product photo (PNG, JPEG or WebP), repeatable up to 3; the scene is generated "
+            "around it. A PNG or WebP with a transparent background stays pixel for pixel.",
+        ),
+    ] = None,
     variants: Annotated[int, typer.Option(min=1, max=4, help="Number of image variants.")] = 1,
     seed: Seed = None,
     tone: Annotated[ToneChoice | None, typer.Option(help="Voice of the copy.")] = None,
-    image_format: Format = FormatChoice.PNG,
+    image_format: Format = None,
     width: Annotated[int, typer.Option(help="Explicit width (with --height), overriding the placement.")] = 0,
     height: Annotated[int, typer.Option(help="Explicit height (with --width), overriding the placement.")] = 0,
     steps: Steps = None,
@@ -118,19 +169,37 @@ def create(
             help=f"A fact the copy may use, repeatable; NAME is one of {', '.join(FACT_NAMES)}.",
         ),
     ] = None,
+    brand: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--brand",
+            metavar="NAME=VALUE",
+            help=f"The brand kit, repeatable; NAME is one of {', '.join(BRAND_FIELDS)} (logo: a PNG file with "
+            "transparency; colours as #RRGGBB).",
+        ),
+    ] = None,
     request_id: RequestId = "",
     target: Target = DEFAULT_TARGET,
     timeout: Timeout = DEFAULT_TIMEOUT_S,
+    tls: Tls = False,
+    ca: Ca = None,
+    cert: ClientCert = None,
+    key: ClientKey = None,
+    token: Token = "",
 ) -> None:
     """Writes the ad's images and ad.json (copy, prompts, seeds, sizes) into --out.
 
     \b
     Example:
       adgen create "여름 느낌 딸기 생과일 주스" --out ./ad --facts price=5,500원
+      adgen create "딸기 주스" --out ./ad --product juice.png --placement feed-square --placement story
     """
     merchant = _parsed_facts(facts or [])
+    brand_kit = _parsed_brand(brand or [])
+    placements = list(dict.fromkeys(placement or [PlacementChoice.FEED_SQUARE]))
     result: ad_pb.CreateAdResponse | None = None
-    with _fail_on_error(target), AdGenClient(target, timeout=timeout) as client, _progress() as progress:
+    connection = _Connection(target, tls, ca, cert, key, token)
+    with _fail_on_error(connection), _client(connection, timeout) as client, _progress() as progress:
         bars: dict[int, _JobBar] = {}
 
         def bar_of(index: int) -> _JobBar:
@@ -140,11 +209,13 @@ def create(
 
         events = client.stream_create_ad(
             keyword,
-            placement=placement.value,
+            placement=placements[0].value,
+            placements=[choice.value for choice in placements] if len(placements) > 1 else [],
+            product_photos=list(product or []),
             variant_count=variants,
             seed=seed,
             tone=tone.value if tone else None,
-            output_format=image_format.value,
+            output_format=_create_format(image_format, bool(product)),
             width=width,
             height=height,
             num_inference_steps=steps,
@@ -153,6 +224,7 @@ def create(
             caption_length=caption_length.value if caption_length else None,
             emoji_level=emoji.value if emoji else None,
             facts=merchant,
+            brand=brand_kit,
             overlay_headline=overlay_headline,
             ai_disclosure=ai_disclosure,
             request_id=request_id,
@@ -166,13 +238,14 @@ def create(
             elif kind == "image":
                 index = event.image.variant_index
                 bar_of(index).finish()
-                progress.console.print(f"[green]✓[/] variant {index + 1} ready (seed {event.image.seed})")
+                where = f" {_placement_name(event.image.placement)}" if len(placements) > 1 else ""
+                progress.console.print(f"[green]✓[/] variant {index + 1}{where} ready (seed {event.image.seed})")
             elif kind == "result":
                 result = event.result
     if result is None:
         _ERR.print("[red]error:[/] the server ended the stream without a result")
         raise typer.Exit(1)
-    files = _written(out, lambda staging: _write_ad(result, keyword, placement, staging))
+    files = _written(out, lambda staging: _write_ad(result, keyword, placements, product or [], staging))
     for path in files:
         _OUT.print(str(path))
 
@@ -183,13 +256,18 @@ def edit(
     instruction: Annotated[str, typer.Argument(help='What to change, e.g. "커피를 딸기 라떼로 바꿔줘".')],
     out: Out,
     seed: Seed = None,
-    image_format: Format = FormatChoice.PNG,
+    image_format: Format = None,
     steps: Steps = None,
     model: Model = "",
     ai_disclosure: Disclose = False,
     request_id: RequestId = "",
     target: Target = DEFAULT_TARGET,
     timeout: Timeout = DEFAULT_TIMEOUT_S,
+    tls: Tls = False,
+    ca: Ca = None,
+    cert: ClientCert = None,
+    key: ClientKey = None,
+    token: Token = "",
 ) -> None:
     """Writes the edited photo (at the original size) and edit.json into --out.
 
@@ -198,13 +276,14 @@ def edit(
       adgen edit photo.jpg "커피를 딸기 라떼로 바꿔줘" --out ./edit
     """
     result: ad_pb.EditAdResponse | None = None
-    with _fail_on_error(target), AdGenClient(target, timeout=timeout) as client, _progress() as progress:
+    connection = _Connection(target, tls, ca, cert, key, token)
+    with _fail_on_error(connection), _client(connection, timeout) as client, _progress() as progress:
         bar = _JobBar(progress, "edit")
         events = client.stream_edit_ad(
             photo,
             instruction,
             seed=seed,
-            output_format=image_format.value,
+            output_format=image_format.value if image_format else None,
             num_inference_steps=steps,
             model_id=model,
             ai_disclosure=ai_disclosure,
@@ -222,6 +301,38 @@ def edit(
     paths = _written(out, lambda staging: _write_edit(result, photo, instruction, staging))
     for path in paths:
         _OUT.print(str(path))
+
+
+@dataclass(frozen=True)
+class _Connection:
+    """The connection options of a command, as given."""
+
+    target: str
+    tls: bool
+    ca: Path | None
+    cert: Path | None
+    key: Path | None
+    token: str = field(repr=False)
+
+    @property
+    def secure(self) -> bool:
+        return self.tls or self.ca is not None or self.cert is not None
+
+
+def _client(connection: _Connection, timeout: float) -> AdGenClient:
+    """The SDK client for the options; a bad combination is a usage error naming the option to fix."""
+    if (connection.cert is None) != (connection.key is None):
+        raise typer.BadParameter("a client certificate needs both --cert and --key", param_hint="--cert/--key")
+    try:
+        credentials = (
+            tls_credentials(connection.ca, certificate_chain=connection.cert, private_key=connection.key)
+            if connection.secure
+            else None
+        )
+        # token="" sends none: the option already read ADGEN_TOKEN.
+        return AdGenClient(connection.target, credentials=credentials, token=connection.token, timeout=timeout)
+    except ValueError as error:  # a token for a plaintext remote target, an unreadable PEM file
+        raise typer.BadParameter(str(error)) from None
 
 
 def _write_edit(result: ad_pb.EditAdResponse, photo: Path, instruction: str, out: Path) -> list[Path]:
@@ -261,6 +372,30 @@ def _written(out: Path, write: Callable[[Path], list[Path]]) -> list[Path]:
         return [Path(shutil.move(path, out / path.name)) for path in staged]
 
 
+BRAND_FIELDS = ("name", "logo", "primary_color", "accent_color", "headline_font")
+
+
+def _parsed_brand(pairs: Sequence[str]) -> Brand | None:
+    """The --brand NAME=VALUE pairs as a Brand; `logo` is a file path, read when the request is built."""
+    if not pairs:
+        return None
+    values: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        name = name.strip()
+        if not sep or name not in BRAND_FIELDS:
+            raise typer.BadParameter(
+                f"{pair!r}: expected NAME=VALUE, NAME one of {', '.join(BRAND_FIELDS)}", param_hint="--brand"
+            )
+        if name in values:
+            raise typer.BadParameter(f"{name} is given more than once", param_hint="--brand")
+        values[name] = value
+    logo = values.pop("logo", None)
+    if logo is not None and not Path(logo).is_file():
+        raise typer.BadParameter(f"logo {logo!r} is not a file", param_hint="--brand")
+    return Brand(**values, logo=Path(logo) if logo is not None else None)
+
+
 def _parsed_facts(pairs: Sequence[str]) -> Facts | None:
     """The --facts NAME=VALUE pairs as Facts; `extra` may repeat, the others may not."""
     if not pairs:
@@ -283,18 +418,30 @@ def _parsed_facts(pairs: Sequence[str]) -> Facts | None:
     return Facts(**values, extra=tuple(extra))
 
 
-def _write_ad(result: ad_pb.CreateAdResponse, keyword: str, placement: PlacementChoice, out: Path) -> list[Path]:
-    """Writes one file per variant and ad.json; returns the paths written."""
+def _placement_name(placement: ad_pb2.Placement.ValueType) -> str:
+    return ad_pb2.Placement.Name(placement).removeprefix("PLACEMENT_").lower().replace("_", "-")
+
+
+def _write_ad(
+    result: ad_pb.CreateAdResponse,
+    keyword: str,
+    placements: Sequence[PlacementChoice],
+    products: Sequence[Path],
+    out: Path,
+) -> list[Path]:
+    """Writes one file per variant (and placement, when there are several) and ad.json; returns the paths written."""
     paths: list[Path] = []
     images: list[dict[str, Any]] = []
     for ad_image in result.images:
-        path = out / f"ad-{ad_image.variant_index + 1}.{FILE_SUFFIXES[ad_image.image.format]}"
+        where = f"-{_placement_name(ad_image.placement)}" if len(placements) > 1 else ""
+        path = out / f"ad-{ad_image.variant_index + 1}{where}.{FILE_SUFFIXES[ad_image.image.format]}"
         path.write_bytes(ad_image.image.data)
         paths.append(path)
         images.append(
             {
                 "file": path.name,
                 "variant_index": ad_image.variant_index,
+                "placement": _placement_name(ad_image.placement) if ad_image.placement else placements[0].value,
                 "seed": json_seed(ad_image.seed),
                 "width": ad_image.image.width,
                 "height": ad_image.image.height,
@@ -303,9 +450,12 @@ def _write_ad(result: ad_pb.CreateAdResponse, keyword: str, placement: Placement
             }
         )
     copy = result.copy
+    first_placement = [image for image in images if image["placement"] == placements[0].value]
     manifest = {
         "keyword": keyword,
-        "placement": placement.value,
+        "placement": placements[0].value,
+        "placements": [choice.value for choice in placements],
+        "product_photos": [str(path) for path in products],
         "copy": {
             "caption": copy.caption,
             "hook": copy.hook,
@@ -315,10 +465,11 @@ def _write_ad(result: ad_pb.CreateAdResponse, keyword: str, placement: Placement
             "facts_used": list(copy.facts_used),
             "written_by": copy.written_by,
         },
-        "image_prompts": [image["image_prompt"] for image in images],
+        # Per variant: every placement of a variant has the same prompt and seed.
+        "image_prompts": [image["image_prompt"] for image in first_placement],
         "model_id": result.model_id,
         "num_inference_steps": result.num_inference_steps,
-        "seeds": [image["seed"] for image in images],
+        "seeds": [image["seed"] for image in first_placement],
         "request_id": result.request_id,
         "total_duration_s": round(result.total_duration.ToNanoseconds() / 1e9, 3),
         "images": images,
@@ -326,6 +477,14 @@ def _write_ad(result: ad_pb.CreateAdResponse, keyword: str, placement: Placement
     manifest_path = out / "ad.json"
     manifest_path.write_text(json.dumps(manifest, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     return [*paths, manifest_path]
+
+
+def _create_format(chosen: FormatChoice | None, with_product: bool) -> str | None:
+    """The chosen format; unset, PNG for a product ad (JPEG would recompress the product's own pixels), else the
+    server's default."""
+    if chosen is not None:
+        return chosen.value
+    return FormatChoice.PNG.value if with_product else None
 
 
 def _format_name(image_format: image_pb2.ImageFormat.ValueType) -> str:
@@ -382,6 +541,8 @@ _OPTION_OF_FIELD = {
     "keyword": "KEYWORD",
     "variant_count": "--variants",
     "placement": "--placement",
+    "placements": "--placement",
+    "product_photos": "--product",
     "tone": "--tone",
     "seed": "--seed",
     "width": "--width",
@@ -393,6 +554,7 @@ _OPTION_OF_FIELD = {
     "caption_length": "--caption-length",
     "emoji_level": "--emoji-level",
     "facts": "--facts",
+    "brand": "--brand",
     "request_id": "--request-id",
     "overlay_headline": "--overlay-headline",
     "ai_disclosure": "--ai-disclosure",
@@ -407,16 +569,19 @@ def option_name(field_path: str) -> str:
     """The CLI's name for a request field path: `variant_count` -> `--variants`, `facts.price` -> `--facts price`."""
     path = field_path.removeprefix("request.")
     head, sep, rest = path.partition(".")
-    option = _OPTION_OF_FIELD.get(head)
+    name, bracket, index = head.partition("[")
+    option = _OPTION_OF_FIELD.get(name)
     if option is None:
         return field_path
+    if bracket and index.rstrip("]").isdigit():  # product_photos[1].data -> --product #2, the order given
+        return f"{option} #{int(index.rstrip(']')) + 1}"
     return f"{option} {rest}" if sep else option
 
 
 @contextmanager
-def _fail_on_error(target: str) -> Iterator[None]:
+def _fail_on_error(connection: _Connection) -> Iterator[None]:
     """Prints an AdGenError (code, reason, message, field violations) and exits non-zero; an unreachable
-    server and Ctrl-C get one line each."""
+    server, a refused token and Ctrl-C get a hint each."""
     try:
         yield
     except KeyboardInterrupt:
@@ -427,15 +592,39 @@ def _fail_on_error(target: str) -> Iterator[None]:
             _print_error(error)
             raise typer.Exit(1) from None
         _ERR.print(
-            f"[red]error:[/] cannot reach the AdGen server at {escape(target)}; is it running? "
-            "Point at another with --target HOST:PORT or ADGEN_TARGET.",
+            f"[red]error:[/] cannot reach the AdGen server at {escape(connection.target)}; is it running? "
+            f"Point at another with --target HOST:PORT or ADGEN_TARGET. {_tls_hint(connection, error)}",
             highlight=False,
             soft_wrap=True,
         )
         raise typer.Exit(EXIT_UNREACHABLE) from None
+    except (Unauthenticated, PermissionDenied) as error:
+        _print_error(error)
+        _ERR.print(f"  {_auth_hint(connection, error)}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
     except AdGenError as error:
         _print_error(error)
         raise typer.Exit(1) from None
+
+
+def _tls_hint(connection: _Connection, error: Unavailable) -> str:
+    """What to try when the connection failed: TLS when it was plaintext, the CA when the handshake failed."""
+    if not connection.secure:
+        return "If it serves TLS, pass --tls (and --ca FILE for a private CA)."
+    if "certificate" in error.message.lower() or "handshake" in error.message.lower():
+        return "The TLS handshake failed: check --ca (the CA that signed the server's certificate) and --target."
+    if connection.cert is None:
+        return "Over TLS: check that it serves TLS on this port, and whether it wants a client certificate (--cert)."
+    return "Over TLS: check that it serves TLS on this port and accepts the client certificate."
+
+
+def _auth_hint(connection: _Connection, error: AdGenError) -> str:
+    if isinstance(error, PermissionDenied):
+        role = error.metadata.get("required_role")
+        return f"This needs the {role} role; ask for a token with it." if role else "This token may not do this."
+    if not connection.token:
+        return f"The server wants a token: set {TOKEN_ENV} (or pass --token)."
+    return "The server refused the token: check that it is current and meant for this server."
 
 
 def _print_error(error: AdGenError) -> None:

@@ -1,4 +1,4 @@
-"""AdGenClient and AsyncAdGenClient: the AdService over gRPC, with errors as AdGenError and QUEUE_FULL retried."""
+"""AdGenClient and AsyncAdGenClient: the AdService over gRPC, errors as AdGenError, QUEUE_FULL/RATE_LIMITED retried."""
 
 from __future__ import annotations
 
@@ -17,14 +17,16 @@ from grpc import aio
 
 from adgen.ad.v1 import ad_service_pb2 as ad_pb
 from adgen.ad.v1 import ad_service_pb2_grpc as ad_grpc
+from adgen_client.connection import DEFAULT_TARGET as DEFAULT_TARGET
+from adgen_client.connection import CertificateArg, Connection, connect, open_aio_channel, open_channel
 from adgen_client.errors import AdGenError
-from adgen_client.progress import ProgressEvent, create_progress, edit_progress
+from adgen_client.progress import ProgressEvent, StreamedAd, create_progress, edit_progress
 from adgen_client.requests import CreateAdOptions, EditAdOptions, PhotoArg, create_ad_request, edit_ad_request
-from adgen_wire.channel import REQUEST_ID_METADATA_KEY, create_aio_channel, create_channel
+from adgen_wire.channel import REQUEST_ID_METADATA_KEY
 
-DEFAULT_TARGET = "127.0.0.1:50051"
 DEFAULT_TIMEOUT_S = 600.0
-_QUEUE_FULL = "QUEUE_FULL"
+# Refusals that say "later": the GPU queue was full, or the caller went over its rate limit.
+_RETRIED_REASONS = frozenset({"QUEUE_FULL", "RATE_LIMITED"})
 ProgressCallback = Callable[[ProgressEvent], object]
 """Called with each progress event of `create_ad_and_wait` / `edit_ad_and_wait` (async clients also await
 a callback that returns an awaitable)."""
@@ -32,8 +34,8 @@ a callback that returns an awaitable)."""
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How a client retries a call the server turned away because its GPU queue was full
-    (RESOURCE_EXHAUSTED with reason QUEUE_FULL).
+    """How a client retries a call the server turned away for now: its GPU queue was full, or the caller
+    went over its rate limit (RESOURCE_EXHAUSTED with reason QUEUE_FULL or RATE_LIMITED).
 
     The next attempt waits the server's RetryInfo delay (`default_delay_s` without one), plus up to 10%
     jitter so clients told the same delay do not return together, and only while it fits within the
@@ -98,8 +100,8 @@ class _Attempts:
     def retry_delay(self, error: AdGenError) -> float | None:
         """Seconds to wait before trying again after `error`, or None when `error` is the answer."""
         policy = self._policy
-        queue_full = error.code == grpc.StatusCode.RESOURCE_EXHAUSTED and error.reason == _QUEUE_FULL
-        if not (policy.enabled and queue_full and self._made < policy.max_attempts):
+        later = error.code == grpc.StatusCode.RESOURCE_EXHAUSTED and error.reason in _RETRIED_REASONS
+        if not (policy.enabled and later and self._made < policy.max_attempts):
             return None
         delay = error.retry_after_s if error.retry_after_s is not None else policy.default_delay_s
         if delay > policy.max_delay_s:
@@ -131,6 +133,13 @@ async def _reported(on_progress: ProgressCallback, progress: ProgressEvent) -> N
         await outcome
 
 
+def _whole(streamed: StreamedAd, event: ad_pb.StreamCreateAdResponse) -> ad_pb.StreamCreateAdResponse:
+    try:
+        return streamed.whole(event)
+    except LookupError as error:
+        raise AdGenError(grpc.StatusCode.INTERNAL, str(error)) from None
+
+
 def _metadata(request_id: str) -> tuple[tuple[str, str], ...]:
     return ((REQUEST_ID_METADATA_KEY, request_id),) if request_id else ()
 
@@ -141,12 +150,21 @@ class AdGenClient:
 
     >>> with AdGenClient("127.0.0.1:50051") as client:
     ...     ad = client.create_ad("여름 느낌 딸기 생과일 주스", variant_count=2)
+
+    An orchestrator with TLS and authentication on (the token may also come from ADGEN_TOKEN):
+
+    >>> with AdGenClient("ads.example.com:443", root_certificates="ca.pem", token=api_key) as client:
+    ...     ad = client.create_ad("여름 느낌 딸기 생과일 주스")
     """
 
     def __init__(
         self,
-        target: str = DEFAULT_TARGET,
+        target: str | None = None,
         *,
+        credentials: grpc.ChannelCredentials | None = None,
+        root_certificates: CertificateArg | None = None,
+        tls: bool = False,
+        token: str | None = None,
         timeout: float | None = DEFAULT_TIMEOUT_S,
         retry: RetryPolicy = DEFAULT_RETRY,
         max_retries: int | None = None,
@@ -155,16 +173,27 @@ class AdGenClient:
         """Opens a channel to `target` (connections are made lazily, on the first call).
 
         Args:
-            target: host:port of the orchestrator.
+            target: host:port of the orchestrator; None reads ADGEN_TARGET, else 127.0.0.1:50051.
+            credentials: the channel's TLS credentials, e.g. `tls_credentials(ca, certificate_chain=...,
+                private_key=...)` for mTLS; the token is added to them.
+            root_certificates: TLS with this CA (PEM bytes or text, or a file path) instead of the system's.
+            tls: TLS with the system's roots (implied by `credentials` and `root_certificates`).
+            token: the bearer token sent as `authorization: Bearer <token>`; None reads ADGEN_TOKEN, "" sends
+                none. It goes only over TLS or to a loopback target, and is kept nowhere but the channel's
+                credentials (never in a repr, an error or a log).
             timeout: default deadline of each call, in seconds (None: no deadline).
-            retry: how QUEUE_FULL refusals are retried.
+            retry: how QUEUE_FULL and RATE_LIMITED refusals are retried.
             max_retries: retries after the first attempt, overriding `retry` (0 disables retrying).
             max_retry_wait_s: the most seconds the waits between attempts may add up to, overriding `retry`.
 
         Raises:
-            ValueError: a negative `max_retries` or `max_retry_wait_s`.
+            ValueError: a negative `max_retries` or `max_retry_wait_s`; both `credentials` and
+                `root_certificates`; an unreadable CA file; a token for a plaintext, non-loopback target.
         """
-        self._channel = create_channel(target)
+        self.connection: Connection = connect(
+            target, credentials=credentials, root_certificates=root_certificates, tls=tls, token=token
+        )
+        self._channel = open_channel(self.connection)
         self._stub = ad_grpc.AdServiceStub(self._channel)
         self.timeout = timeout
         self.retry = _policy(retry, max_retries, max_retry_wait_s)
@@ -207,7 +236,9 @@ class AdGenClient:
                 emoji_level, output_format, quality, request_id...).
 
         Yields:
-            Raw stream events; `progress.create_progress(event)` reads one as a typed `ProgressEvent`.
+            The stream's events; `progress.create_progress(event)` reads one as a typed `ProgressEvent`. The
+            final `result` is made whole: the server does not repeat the bytes of images it already streamed
+            (`data_in_stream`), and the SDK fills them back in, so it equals what `create_ad` returns.
 
         Raises:
             AdGenError: the call failed; the subclass names the gRPC code (BadRequest, QueueFull, Timeout...).
@@ -216,7 +247,9 @@ class AdGenClient:
         """
         request = create_ad_request(keyword, **options)
         wrapped = ad_pb.StreamCreateAdRequest(request=request)
-        yield from self._stream(self._stub.StreamCreateAd, wrapped, request.request_id, self._attempts(timeout))
+        streamed = StreamedAd()
+        for event in self._stream(self._stub.StreamCreateAd, wrapped, request.request_id, self._attempts(timeout)):
+            yield _whole(streamed, event)
 
     def edit_ad(
         self, photo: PhotoArg, instruction: str, *, timeout: float | None = None, **options: Unpack[EditAdOptions]
@@ -354,6 +387,9 @@ class AdGenClient:
         """Closes the channel; calls in flight are cancelled."""
         self._channel.close()
 
+    def __repr__(self) -> str:
+        return f"AdGenClient({self.connection!r})"
+
     def __enter__(self) -> Self:
         return self
 
@@ -406,15 +442,23 @@ class AsyncAdGenClient:
 
     def __init__(
         self,
-        target: str = DEFAULT_TARGET,
+        target: str | None = None,
         *,
+        credentials: grpc.ChannelCredentials | None = None,
+        root_certificates: CertificateArg | None = None,
+        tls: bool = False,
+        token: str | None = None,
         timeout: float | None = DEFAULT_TIMEOUT_S,
         retry: RetryPolicy = DEFAULT_RETRY,
         max_retries: int | None = None,
         max_retry_wait_s: float | None = None,
     ) -> None:
-        """Opens an asyncio channel to `target`; the arguments are AdGenClient's."""
-        self._channel = create_aio_channel(target)
+        """Opens an asyncio channel to `target`; the arguments (TLS, token, ADGEN_TARGET, ADGEN_TOKEN) are
+        AdGenClient's."""
+        self.connection: Connection = connect(
+            target, credentials=credentials, root_certificates=root_certificates, tls=tls, token=token
+        )
+        self._channel = open_aio_channel(self.connection)
         self._stub = ad_grpc.AdServiceStub(self._channel)
         self.timeout = timeout
         self.retry = _policy(retry, max_retries, max_retry_wait_s)
@@ -443,7 +487,8 @@ class AsyncAdGenClient:
             TypeError: an unknown option name (the message suggests the nearest valid one).
             ValueError: an unknown enum name (placement, tone, format...).
         """
-        request = create_ad_request(keyword, **options)
+        # Reading product photo and logo files blocks: off the event loop.
+        request = await asyncio.to_thread(create_ad_request, keyword, **options)
         response: ad_pb.CreateAdResponse = await self._unary(
             self._stub.CreateAd, request, request.request_id, self._attempts(timeout)
         )
@@ -465,19 +510,23 @@ class AsyncAdGenClient:
                 emoji_level, output_format, quality, request_id...).
 
         Yields:
-            Raw stream events; `progress.create_progress(event)` reads one as a typed `ProgressEvent`.
+            The stream's events; `progress.create_progress(event)` reads one as a typed `ProgressEvent`. The
+            final `result` is made whole: the server does not repeat the bytes of images it already streamed
+            (`data_in_stream`), and the SDK fills them back in, so it equals what `create_ad` returns.
 
         Raises:
             AdGenError: the call failed; the subclass names the gRPC code (BadRequest, QueueFull, Timeout...).
             TypeError: an unknown option name (the message suggests the nearest valid one).
             ValueError: an unknown enum name (placement, tone, format...).
         """
-        request = create_ad_request(keyword, **options)
+        # Reading product photo and logo files blocks: off the event loop.
+        request = await asyncio.to_thread(create_ad_request, keyword, **options)
         wrapped = ad_pb.StreamCreateAdRequest(request=request)
+        streamed = StreamedAd()
         async for event in self._stream(
             self._stub.StreamCreateAd, wrapped, request.request_id, self._attempts(timeout)
         ):
-            yield event
+            yield _whole(streamed, event)
 
     async def edit_ad(
         self,
@@ -601,6 +650,9 @@ class AsyncAdGenClient:
     async def close(self) -> None:
         """Closes the channel; calls in flight are cancelled."""
         await self._channel.close()
+
+    def __repr__(self) -> str:
+        return f"AsyncAdGenClient({self.connection!r})"
 
     async def __aenter__(self) -> Self:
         return self

@@ -86,15 +86,16 @@ class NotFound(AdGenError):
 
 
 class Unauthenticated(AdGenError):
-    """UNAUTHENTICATED: the call carried no valid credentials."""
+    """UNAUTHENTICATED: the call carried no valid token (reason TOKEN_MISSING, TOKEN_INVALID or TOKEN_EXPIRED)."""
 
 
 class PermissionDenied(AdGenError):
-    """PERMISSION_DENIED: the caller may not do this."""
+    """PERMISSION_DENIED: the caller may not do this (reason ROLE_REQUIRED; `metadata["required_role"]`)."""
 
 
 class RateLimited(AdGenError):
-    """RESOURCE_EXHAUSTED: too many requests or too large a request; `retry_after_s` says when to retry."""
+    """RESOURCE_EXHAUSTED: too many requests (reason RATE_LIMITED, retried by the client like QUEUE_FULL) or
+    too large a request; `retry_after_s` says when to retry."""
 
 
 class QueueFull(RateLimited):

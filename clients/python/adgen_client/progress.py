@@ -1,4 +1,4 @@
-"""Typed progress events: what a stream's protobuf `Progress` says, as plain Python values."""
+"""Reading a stream: typed progress events, and the CreateAd result made whole from the images streamed before it."""
 
 from __future__ import annotations
 
@@ -68,3 +68,33 @@ def create_progress(event: ad_pb.StreamCreateAdResponse) -> ProgressEvent | None
 def edit_progress(event: ad_pb.StreamEditAdResponse) -> ProgressEvent | None:
     """The progress an EditAd stream event carries, else None."""
     return ProgressEvent.from_proto(event.progress) if event.HasField("progress") else None
+
+
+class StreamedAd:
+    """Keeps the file bytes of each image a CreateAd stream carried, so the stream's result, whose images refer
+    to them (`data_in_stream`), can be made whole: equal to what the one-call CreateAd returns."""
+
+    def __init__(self) -> None:
+        self._data: dict[tuple[int, int], bytes] = {}
+
+    def whole(self, event: ad_pb.StreamCreateAdResponse) -> ad_pb.StreamCreateAdResponse:
+        """`event`, with a result's referring images filled in from the images seen before (in place).
+
+        Raises:
+            LookupError: the result refers to an image the stream never carried (a server fault).
+        """
+        if event.HasField("image"):
+            self._data[_image_key(event.image)] = event.image.image.data
+        elif event.HasField("result"):
+            for image in event.result.images:
+                if image.data_in_stream:
+                    key = _image_key(image)
+                    if key not in self._data:
+                        raise LookupError(f"the result refers to variant {key[0]}'s image, which the stream never sent")
+                    image.image.data = self._data[key]
+                    image.data_in_stream = False
+        return event
+
+
+def _image_key(image: ad_pb.AdImage) -> tuple[int, int]:
+    return image.variant_index, image.placement

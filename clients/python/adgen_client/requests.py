@@ -27,7 +27,10 @@ PLACEMENTS = _names(ad_pb2.Placement, "PLACEMENT_")
 TONES = _names(ad_pb2.Tone, "TONE_")
 CAPTION_LENGTHS = _names(ad_pb2.CaptionLength, "CAPTION_LENGTH_")
 EMOJI_LEVELS = _names(ad_pb2.EmojiLevel, "EMOJI_LEVEL_")
-FORMATS = _names(image_pb2.ImageFormat, "IMAGE_FORMAT_")
+# File formats only: IMAGE_FORMAT_RAW_RGB is a hop between services, never what an ad is delivered as.
+FORMATS = {
+    name: value for name, value in _names(image_pb2.ImageFormat, "IMAGE_FORMAT_").items() if value in FILE_SUFFIXES
+}
 QUALITY_PREFERENCES = _names(ad_pb.QualityPreference, "QUALITY_PREFERENCE_")
 _E = TypeVar("_E", bound=int)
 
@@ -63,6 +66,28 @@ FACT_NAMES = ("shop_name", "price", "origin", "promotion", "extra")
 PhotoArg: TypeAlias = bytes | str | Path
 
 
+@dataclass(frozen=True)
+class Brand:
+    """The merchant's brand, sent with each request (the server stores no brands).
+
+    Args:
+        name: e.g. "하루카페"; the copy names the shop with it when facts.shop_name is empty.
+        logo: a PNG with an alpha channel (bytes or a path), drawn in a corner of the safe zone.
+        primary_color: "#RRGGBB", the headline's panel.
+        accent_color: "#RRGGBB", the headline's text and the AI badge.
+        headline_font: one of the server's fonts, e.g. "pretendard-bold" (empty: the default).
+    """
+
+    name: str = ""
+    logo: PhotoArg | None = None
+    primary_color: str = ""
+    accent_color: str = ""
+    headline_font: str = ""
+
+
+BrandArg: TypeAlias = Brand | ad_pb2.BrandKit | None
+
+
 def _pick(value: _E | str | None, names: Mapping[str, _E], what: str) -> _E:
     """An enum value from its name or itself; None is the enum's zero (the server's default)."""
     if value is None:
@@ -94,6 +119,9 @@ class CreateAdOptions(TypedDict, total=False):
     overlay_headline: bool
     ai_disclosure: bool
     quality: QualityArg
+    product_photos: Sequence[PhotoArg]
+    placements: Sequence[PlacementArg]
+    brand: BrandArg
 
 
 class EditAdOptions(TypedDict, total=False):
@@ -134,6 +162,25 @@ def merchant_facts(facts: FactsArg) -> ad_pb2.MerchantFacts | None:
     return ad_pb2.MerchantFacts(**text, extra=[extra] if isinstance(extra, str) else list(extra))
 
 
+def photo_bytes(photo: PhotoArg) -> bytes:
+    """An encoded photo's bytes: given as bytes, or read from a path."""
+    return photo if isinstance(photo, bytes) else Path(photo).read_bytes()
+
+
+def brand_kit(brand: BrandArg) -> ad_pb2.BrandKit | None:
+    """`brand` as the protobuf message; a `Brand`'s logo path is read here."""
+    if brand is None or isinstance(brand, ad_pb2.BrandKit):
+        return brand
+    logo = image_pb2.Image(data=photo_bytes(brand.logo)) if brand.logo is not None else None
+    return ad_pb2.BrandKit(
+        name=brand.name,
+        logo=logo,
+        primary_color=brand.primary_color,
+        accent_color=brand.accent_color,
+        headline_font=brand.headline_font,
+    )
+
+
 def create_ad_request(keyword: str, **options: Unpack[CreateAdOptions]) -> ad_pb.CreateAdRequest:
     """A CreateAdRequest from plain values.
 
@@ -142,7 +189,10 @@ def create_ad_request(keyword: str, **options: Unpack[CreateAdOptions]) -> ad_pb
         **options: the `CreateAdOptions` fields. placement, tone, output_format, quality, caption_length
             and emoji_level take names ("story", "premium", "webp", "fast", "short", "none") or enum
             values; facts takes a `Facts`, a mapping or `MerchantFacts`. `request_id` doubles as an
-            idempotency key: resending it returns the same ad.
+            idempotency key: resending it returns the same ad. product_photos takes 1 to 3 photos (bytes
+            or paths; a PNG or WebP with a transparent background is composited pixel for pixel);
+            placements takes several placements ("feed-square", "feed-portrait", "story"), each variant
+            then comes once per placement; brand takes a `Brand` or `BrandKit`.
 
     Returns:
         The request, with unset options left to the server's defaults.
@@ -150,8 +200,13 @@ def create_ad_request(keyword: str, **options: Unpack[CreateAdOptions]) -> ad_pb
     Raises:
         TypeError: an unknown option (or fact) name.
         ValueError: an unknown enum name.
+        OSError: a product photo or logo path that cannot be read.
     """
     check_options(options, CreateAdOptions, "create_ad")
+    if isinstance(options.get("product_photos"), bytes | str | Path):
+        raise TypeError('product_photos takes a list of photos, e.g. product_photos=["juice.png"]')
+    if isinstance(options.get("placements"), str):
+        raise TypeError('placements takes a list, e.g. placements=["feed-square", "story"]')
     return ad_pb.CreateAdRequest(
         keyword=keyword,
         tone=_pick(options.get("tone"), TONES, "tone"),
@@ -170,6 +225,9 @@ def create_ad_request(keyword: str, **options: Unpack[CreateAdOptions]) -> ad_pb
         overlay_headline=options.get("overlay_headline", False),
         ai_disclosure=options.get("ai_disclosure", False),
         quality_preference=_pick(options.get("quality"), QUALITY_PREFERENCES, "quality preference"),
+        product_photos=[image_pb2.Image(data=photo_bytes(photo)) for photo in options.get("product_photos", ())],
+        placements=[_pick(placement, PLACEMENTS, "placement") for placement in options.get("placements", ())],
+        brand=brand_kit(options.get("brand")),
     )
 
 
@@ -190,9 +248,8 @@ def edit_ad_request(photo: PhotoArg, instruction: str, **options: Unpack[EditAdO
         OSError: `photo` is a path that cannot be read.
     """
     check_options(options, EditAdOptions, "edit_ad")
-    data = photo if isinstance(photo, bytes) else Path(photo).read_bytes()
     return ad_pb.EditAdRequest(
-        image=image_pb2.Image(data=data),
+        image=image_pb2.Image(data=photo_bytes(photo)),
         instruction=instruction,
         model_id=options.get("model_id", ""),
         seed=options.get("seed"),

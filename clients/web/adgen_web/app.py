@@ -14,11 +14,13 @@ from adgen.ad.v1 import ad_service_pb2 as ad_pb
 from adgen.type.v1 import ad_pb2
 from adgen_client.client import AdGenClient
 from adgen_client.errors import AdGenError
+from adgen_client.requests import PLACEMENTS as PLACEMENT_NUMBERS
 from adgen_client.requests import CreateAdOptions, EditAdOptions
 from adgen_web.config import WebSettings
 from adgen_web.downloads import copy_as_json, copy_as_text, hashtags_for_display, image_mime, image_suffix
 from adgen_web.messages import UserMessage, describe_error, megabytes, photo_too_large
 from adgen_web.page_language import make_page_korean
+from adgen_web.preview import caption_html, placement_label, profile_row_html, shop_name
 from adgen_web.progress import progress_fraction, progress_text
 from adgen_web.text import plain
 from adgen_wire.limits import MAX_VARIANTS
@@ -40,6 +42,8 @@ PLACEMENTS: dict[str, str] = {
     "스토리·릴스 (9:16)": "story",
 }
 PHOTO_TYPES = ["png", "jpg", "jpeg", "webp"]
+MAX_PRODUCT_PHOTOS = 3
+DEFAULT_PLACEMENT = "feed-square"
 _CREATE_OUTCOME = "create_outcome"
 _EDIT_OUTCOME = "edit_outcome"
 # A stream that ended without its result event.
@@ -52,11 +56,12 @@ class CreateInput:
 
     keyword: str
     tone: str
-    placement: str
+    placements: tuple[str, ...]
     variant_count: int
     facts: ad_pb2.MerchantFacts | None
     ai_disclosure: bool
     overlay_headline: bool
+    product_photos: tuple[bytes, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -67,10 +72,12 @@ class EditOutcome:
     result: ad_pb.EditAdResponse
 
 
-@st.cache_resource(show_spinner=False)
-def adgen_client(target: str, timeout_s: float) -> AdGenClient:
-    """One SDK client (and channel) per target, shared by every browser session of this process."""
-    return AdGenClient(target, timeout=timeout_s)
+@st.cache_resource(show_spinner=False, max_entries=1)
+def adgen_client(connection_key: tuple[object, ...], _settings: WebSettings) -> AdGenClient:
+    """One SDK client (and channel) per connection, shared by every browser session of this process; a new
+    `connection_key` (another target, a rewritten token or CA file) replaces it. The token stays here, on the
+    server side of the page: the browser never sees it."""
+    return _settings.open_client()
 
 
 def render_page() -> None:
@@ -80,7 +87,7 @@ def render_page() -> None:
     st.title("AdGen 광고 도우미")
     st.caption("상품 키워드만 적으면 인스타그램 광고 문구와 이미지를 만들어 드려요. 사진 편집도 할 수 있어요.")
     mode = st.radio("무엇을 할까요?", [CREATE_MODE, EDIT_MODE], horizontal=True, key="mode")
-    client = adgen_client(settings.target, settings.timeout_s)
+    client = adgen_client(settings.client_key(), settings)
     if mode == EDIT_MODE:
         edit_page(client, settings)
     else:
@@ -93,28 +100,48 @@ def render_page() -> None:
 
 def create_page(client: AdGenClient, settings: WebSettings) -> None:
     """The create form; on submit streams the ad live, then shows the kept result."""
-    request = create_form()
+    request = create_form(settings)
     if request is not None:
         if not request.keyword:
             st.warning("광고할 상품 키워드를 입력해 주세요. 예: 여름 느낌 딸기 생과일 주스")
+        elif not request.placements:
+            st.warning("게재 위치를 하나 이상 골라 주세요.")
+        elif len(request.product_photos) > MAX_PRODUCT_PHOTOS:
+            st.warning(f"상품 사진은 {MAX_PRODUCT_PHOTOS}장까지 올릴 수 있어요.")
+        elif any(len(photo) > settings.max_photo_bytes for photo in request.product_photos):
+            st.session_state[_CREATE_OUTCOME] = photo_too_large(settings.max_photo_bytes)
         else:
             st.session_state[_CREATE_OUTCOME] = stream_create(client, settings, request)
     outcome = st.session_state.get(_CREATE_OUTCOME)
     if isinstance(outcome, UserMessage):
         show_error(outcome)
     elif isinstance(outcome, ad_pb.CreateAdResponse):
-        show_ad(outcome)
+        show_ad(outcome, str(st.session_state.get("shop_name", "")))
 
 
-def create_form() -> CreateInput | None:
+def create_form(settings: WebSettings | None = None) -> CreateInput | None:
     """The create form's values once submitted, else None."""
+    settings = settings or WebSettings()
+    limit = megabytes(settings.max_photo_bytes)
     with st.form("create_form"):
         keyword = st.text_input("상품 키워드", placeholder="예: 여름 느낌 딸기 생과일 주스", key="keyword")
-        left, middle, right = st.columns(3)
+        left, right = st.columns(2)
         tone = left.selectbox("말투", list(TONES), key="tone")
-        placement = middle.selectbox("게재 위치", list(PLACEMENTS), key="placement")
         variant_count = right.number_input(
             "시안 개수", min_value=1, max_value=MAX_VARIANTS, value=1, step=1, key="variants"
+        )
+        st.markdown("**게재 위치** (여러 개 고르면 같은 장면을 크기별로 만들어요)")
+        placements: list[str] = []
+        for column, (label, value) in zip(st.columns(len(PLACEMENTS)), PLACEMENTS.items(), strict=True):
+            if column.checkbox(label, value=value == DEFAULT_PLACEMENT, key=f"placement_{value}"):
+                placements.append(value)
+        products = st.file_uploader(
+            f"상품 사진 (선택, 최대 {MAX_PRODUCT_PHOTOS}장 · PNG, JPG, WEBP · 장당 최대 {limit})",
+            type=PHOTO_TYPES,
+            accept_multiple_files=True,
+            key="product_photos",
+            max_upload_size=settings.max_photo_megabytes,
+            help="올린 상품은 그대로 두고 주변 장면만 만들어요. 배경이 투명한 PNG는 상품이 한 픽셀도 바뀌지 않아요.",
         )
         with st.expander("가게 정보 (선택) — 적은 내용만 문구에 들어가요"):
             shop_name = st.text_input("가게 이름", key="shop_name")
@@ -131,11 +158,12 @@ def create_form() -> CreateInput | None:
     return CreateInput(
         keyword=keyword.strip(),
         tone=TONES[str(tone)],
-        placement=PLACEMENTS[str(placement)],
+        placements=tuple(placements),
         variant_count=int(variant_count),
         facts=facts if facts.ByteSize() else None,
         ai_disclosure=ai_disclosure,
         overlay_headline=overlay_headline,
+        product_photos=tuple(photo.getvalue() for photo in products or []),
     )
 
 
@@ -143,14 +171,21 @@ def create_options(request: CreateInput, settings: WebSettings, request_id: str)
     """SDK options for one create call; size and steps come from the settings when set."""
     options: CreateAdOptions = {
         "tone": request.tone,
-        "placement": request.placement,
+        "placement": request.placements[0],
         "variant_count": request.variant_count,
         "facts": request.facts,
         "request_id": request_id,
         "ai_disclosure": request.ai_disclosure,
         "overlay_headline": request.overlay_headline,
     }
-    if settings.image_width and settings.image_height:
+    if len(request.placements) > 1:
+        options["placements"] = list(request.placements)
+    if request.product_photos:
+        options["product_photos"] = list(request.product_photos)
+        # Lossless, so a cut-out product in the downloaded file is exactly the uploaded one (JPEG would alter it).
+        options["output_format"] = "png"
+    # An explicit size overrides one placement; several placements are each delivered at their own size.
+    if settings.image_width and settings.image_height and len(request.placements) == 1:
         options["width"], options["height"] = settings.image_width, settings.image_height
     if settings.num_inference_steps is not None:
         options["num_inference_steps"] = settings.num_inference_steps
@@ -167,7 +202,12 @@ def stream_create(
         status = st.status("광고를 만드는 중이에요…", expanded=True)
         bars = [status.progress(0.0, text=f"시안 {i + 1}: 준비 중이에요") for i in range(request.variant_count)]
         copy_slot = status.empty()
-        image_slots = [column.empty() for column in st.columns(request.variant_count)]
+        columns = st.columns(request.variant_count * len(request.placements))
+        image_slots = {
+            (variant, PLACEMENT_NUMBERS[placement]): columns[variant * len(request.placements) + offset].empty()
+            for variant in range(request.variant_count)
+            for offset, placement in enumerate(request.placements)
+        }
     result: ad_pb.CreateAdResponse | None = None
     try:
         events = client.stream_create_ad(request.keyword, **create_options(request, settings, request_id))
@@ -197,28 +237,50 @@ def _show_progress(bars: list[DeltaGenerator], update: ad_pb.VariantProgress) ->
         bars[update.variant_index].progress(progress_fraction(update.progress), text=text)
 
 
-def _show_live_image(slots: list[DeltaGenerator], image: ad_pb.AdImage) -> None:
-    if 0 <= image.variant_index < len(slots):
-        slots[image.variant_index].image(image.image.data, caption=f"시안 {image.variant_index + 1}")
+def _show_live_image(slots: dict[tuple[int, ad_pb2.Placement.ValueType], DeltaGenerator], image: ad_pb.AdImage) -> None:
+    # A server without placements leaves AdImage.placement unset: its one placement's slot.
+    slot = slots.get((image.variant_index, image.placement)) or next(
+        (slot for (variant, _), slot in slots.items() if variant == image.variant_index), None
+    )
+    if slot is not None:
+        slot.image(image.image.data, caption=f"시안 {image.variant_index + 1} · {placement_label(image.placement)}")
 
 
-def show_ad(ad: ad_pb.CreateAdResponse) -> None:
-    """The finished ad: images with their downloads, then the copy with its downloads."""
+def show_ad(ad: ad_pb.CreateAdResponse, name: str = "") -> None:
+    """The finished ad: each variant as Instagram would show it, its placements side by side with their
+    downloads, then the copy with its downloads."""
     seconds = ad.total_duration.ToTimedelta().total_seconds()
-    st.success(f"광고가 완성됐어요! 시안 {len(ad.images)}개 · {seconds:.1f}초")
-    columns = st.columns(max(len(ad.images), 1))
-    for column, image in zip(columns, ad.images, strict=False):
-        number = image.variant_index + 1
-        column.image(image.image.data, caption=f"시안 {number}", alt=ad.copy.alt_text or None)
-        column.download_button(
-            f"시안 {number} 이미지 받기",
-            data=image.image.data,
-            file_name=f"adgen-{ad.request_id[:8]}-{number}.{image_suffix(image.image)}",
-            mime=image_mime(image.image),
-            on_click="ignore",
-            key=f"download_image_{number}",
-        )
+    variants = sorted({image.variant_index for image in ad.images})
+    st.success(f"광고가 완성됐어요! 시안 {len(variants)}개 · 이미지 {len(ad.images)}장 · {seconds:.1f}초")
+    account = shop_name(name)
+    for variant in variants:
+        images = [image for image in ad.images if image.variant_index == variant]
+        if len(variants) > 1:
+            st.markdown(f"**시안 {variant + 1}**")
+        for column, image in zip(st.columns(max(len(images), 1)), images, strict=False):
+            with column:
+                show_post(ad, image, account, several=len(images) > 1)
     show_copy(ad)
+
+
+def show_post(ad: ad_pb.CreateAdResponse, image: ad_pb.AdImage, account: str, *, several: bool) -> None:
+    """One image in a feed frame: profile row, the image, action icons, the caption cut at the hook."""
+    number = image.variant_index + 1
+    label = placement_label(image.placement)
+    where = f" · {label}" if several or image.placement else ""
+    with st.container(border=True):
+        st.html(profile_row_html(account))
+        st.image(image.image.data, caption=f"시안 {number}{where}", alt=ad.copy.alt_text or None)
+        st.html(caption_html(account, ad.copy))
+    suffix = f"-{image.placement}" if several else ""
+    st.download_button(
+        f"시안 {number} 이미지 받기" + (f" ({label})" if several else ""),
+        data=image.image.data,
+        file_name=f"adgen-{ad.request_id[:8]}-{number}{suffix}.{image_suffix(image.image)}",
+        mime=image_mime(image.image),
+        on_click="ignore",
+        key=f"download_image_{number}{suffix}",
+    )
 
 
 def show_copy(ad: ad_pb.CreateAdResponse) -> None:

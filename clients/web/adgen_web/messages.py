@@ -16,6 +16,8 @@ _ASK_ADMIN = "계속 같은 문제가 생기면 관리자에게 알려 주세요
 _OVER_A_LIMIT = re.compile(r"\blarger than\b|\bmore than \d+ pixels\b")
 _TOO_ELONGATED = re.compile(r"\baspect ratio\b")
 _ASPECT_LIMIT = re.compile(r"\bup to (\d+(?:\.\d+)?):1\b")
+# The request fields that carry photos: EditAd's image and CreateAd's product photos.
+_PHOTO_FIELDS = ("image", "product_photos")
 
 # What happened and what to do, by the ErrorInfo reason the server sent.
 _BY_REASON: dict[str, tuple[str, str]] = {
@@ -103,6 +105,15 @@ _BY_CODE: dict[grpc.StatusCode, tuple[str, str]] = {
         "사진 크기를 줄이거나 잠시 후 다시 시도해 주세요.",
     ),
     grpc.StatusCode.CANCELLED: ("작업이 중간에 취소되었어요.", "다시 시도해 주세요."),
+    # The page's own token (ADGEN_WEB_TOKEN_FILE) was refused: only whoever runs the page can fix that.
+    grpc.StatusCode.UNAUTHENTICATED: (
+        "이 페이지가 광고 서버에 접속 허가를 받지 못했어요.",
+        "관리자에게 페이지의 접속 토큰 설정을 확인해 달라고 알려 주세요.",
+    ),
+    grpc.StatusCode.PERMISSION_DENIED: (
+        "이 페이지에는 그 작업을 할 권한이 없어요.",
+        "관리자에게 페이지의 접속 권한을 확인해 달라고 알려 주세요.",
+    ),
 }
 
 # Korean names of request fields, for "check these fields" messages.
@@ -116,6 +127,9 @@ _FIELD_LABELS: dict[str, str] = {
     "num_inference_steps": "생성 단계 수",
     "tone": "말투",
     "placement": "게재 위치",
+    "placements": "게재 위치",
+    "product_photos": "상품 사진",
+    "brand": "브랜드",
     "facts": "가게 정보",
     "request_id": "요청 번호",
     "seed": "시드",
@@ -170,7 +184,11 @@ def _photo_refusal(error: AdGenError, pattern: re.Pattern[str]) -> str | None:
     if error.reason != "INVALID_IMAGE":
         return None
     return next(
-        (v.description for v in error.field_violations if _leaf(v.field) == "image" and pattern.search(v.description)),
+        (
+            v.description
+            for v in error.field_violations
+            if _leaf(v.field) in _PHOTO_FIELDS and pattern.search(v.description)
+        ),
         None,
     )
 
@@ -192,6 +210,8 @@ def describe_error(error: AdGenError, request_id: str = "", *, photo_limit_bytes
         return UserMessage("사진이 너무 길쭉해요.", f"가로·세로 비율이{ratio} 잘라서 다시 올려 주세요.", rid)
     if error.reason == "QUEUE_FULL":
         return UserMessage("지금 주문이 몰려 이미지 생성 대기열이 가득 찼어요.", _retry_hint(error.retry_after_s), rid)
+    if error.reason == "RATE_LIMITED":
+        return UserMessage("짧은 시간에 요청이 너무 많았어요.", _retry_hint(error.retry_after_s), rid)
     if error.reason in _BY_REASON:
         problem, next_step = _BY_REASON[error.reason]
         return UserMessage(problem, next_step, rid)

@@ -76,6 +76,8 @@ class Brief:
     caption_length: CaptionLength = CaptionLength.MEDIUM
     emoji_level: EmojiLevel = EmojiLevel.LIGHT
     variant_count: int = 1
+    # The merchant's own product photo goes into the image: prompts describe only the scene around it.
+    product_photo: bool = False
 
 
 @dataclass(frozen=True)

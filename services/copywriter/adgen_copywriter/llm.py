@@ -137,7 +137,12 @@ English image prompts:
 - The image model ignores negative prompts: describe only what should be seen, positively; never write "no",
   "without" or "avoid".
 - Leave clean, uncluttered negative space in the upper third of the frame for a headline.
-- Photorealistic, appetizing commercial food photography."""
+- Photorealistic, appetizing commercial food photography.
+- When the request says "product_photo": true, the merchant's own photo of the product is placed into the
+  image exactly as photographed. Then each prompt describes only the scene around it: the surface it stands
+  on, the background, the light, the props, and a clear, open space at the centre where the product goes.
+  Never describe the product itself: not its kind, name, colour, contents, garnish, glass or packaging.
+  The alt text then says the scene was made with AI around the shop's product photo."""
 
 EDIT_SYSTEM_PROMPT = """You turn a cafe owner's short photo-edit request (Korean or English) into one English
 instruction for the Qwen-Image-Edit model. Reply with JSON only.
@@ -166,14 +171,21 @@ def copy_request_message(brief: Brief, profile: PromptProfile) -> str:
             "extra": list(facts.extra),
         },
     }
+    if brief.product_photo:
+        request["product_photo"] = True
     compositions = ", ".join(COMPOSITIONS[: brief.variant_count])
     words = profile.prompt_token_budget // 3
+    scene_only = (
+        " The product photo goes into the image as it is: describe only the scene around it, never the product."
+        if brief.product_photo
+        else ""
+    )
     return (
         f"Ad request:\n{json.dumps(request, ensure_ascii=False, indent=2)}\n\n"
         f"Write exactly {brief.variant_count} image prompt(s), in this order of compositions: {compositions}. "
         f"Frame each for {_FRAME_GUIDE[brief.placement]}. The image model ({profile.family}) reads at most "
         f"{profile.max_sequence_tokens} tokens, so keep each prompt between 60 and {min(words, 160)} words, written as "
-        f"{_STYLE_GUIDE[profile.style]}."
+        f"{_STYLE_GUIDE[profile.style]}.{scene_only}"
     )
 
 

@@ -64,6 +64,12 @@ _SEASON_MOODS = {
     "cherry blossom": "Pale pink cherry blossom petals drifting through soft spring light",
 }
 _DEFAULT_MOOD = "An inviting cafe atmosphere with soft natural window light and warm, fresh colours"
+# Around a product photo the mood must not describe the product (its ice, condensation or steam).
+_SCENE_MOODS = {
+    **_SEASON_MOODS,
+    "summer": "Bright summer daylight with cool, fresh colours and a breezy, refreshing mood",
+    "winter": "A cozy winter mood with a warm tungsten glow and soft knit textures in the background",
+}
 
 _FRAMES = {
     Placement.FEED_SQUARE: "Square 1:1 frame with clean, uncluttered negative space in the upper third for a headline",
@@ -80,12 +86,15 @@ _FRAMES = {
 
 @dataclass(frozen=True)
 class Composition:
-    """One variant's way of showing the product."""
+    """One variant's way of showing the product, or (`scene`, `scene_camera`) of framing the merchant's own
+    product photo: the setting alone, with open space where the photographed product goes."""
 
     name_ko: str
     write: Callable[[str, str], str]  # (subject with article, setting details) -> opening sentence
     camera: str
     finish: str
+    scene: str
+    scene_camera: str
 
 
 COMPOSITIONS: tuple[Composition, ...] = (
@@ -98,6 +107,10 @@ COMPOSITIONS: tuple[Composition, ...] = (
         "Shot at eye level with an 85mm lens at f/2.8, shallow depth of field, crisp focus on the product and a "
         "softly blurred cafe interior behind",
         "Fresh, appetizing commercial food photography with true-to-life colours",
+        "A light oak cafe counter filling the lower two-thirds of the frame, with a clear, open spot at its centre "
+        "where the product stands",
+        "Shot at eye level with an 85mm lens at f/2.8, shallow depth of field, the open spot in crisp focus and a "
+        "softly blurred cafe interior behind",
     ),
     Composition(
         "탑뷰",
@@ -107,6 +120,9 @@ COMPOSITIONS: tuple[Composition, ...] = (
         ),
         "Shot directly overhead with even, diffused daylight and soft shadows",
         "Clean editorial food styling with vivid natural colours",
+        "A top-down view of a pale linen tablecloth with a small ceramic dish and a folded napkin arranged around a "
+        "clear, open space at its centre where the product lies",
+        "Shot directly overhead with even, diffused daylight and soft shadows",
     ),
     Composition(
         "라이프스타일",
@@ -116,6 +132,9 @@ COMPOSITIONS: tuple[Composition, ...] = (
         ),
         "Shot at a 45-degree angle with a 35mm lens in natural light with warm tones",
         "Authentic, candid Instagram lifestyle photography",
+        "A sunlit cafe table by a large window, an open notebook and a small potted plant at its edges and a clear, "
+        "open space at its centre where the product stands",
+        "Shot at a 45-degree angle with a 35mm lens in natural light with warm tones",
     ),
     Composition(
         "미니멀 스튜디오",
@@ -125,8 +144,13 @@ COMPOSITIONS: tuple[Composition, ...] = (
         ),
         "Shot straight on with a 100mm lens under a large soft box, crisp edges and smooth gradients",
         "Modern, premium product photography",
+        "A seamless pastel backdrop with a smooth, low plinth at the centre of the frame, its clear top open for "
+        "the product",
+        "Shot straight on with a 100mm lens under a large soft box, crisp edges, smooth gradients and one soft shadow",
     ),
 )
+# Around a product photo: the finish of the scene alone, true to the photographed product's colours.
+_SCENE_FINISH = "Clean commercial product photography setting with true-to-life colours and realistic contact shadows"
 
 
 def _with_article(phrase: str) -> str:
@@ -166,12 +190,17 @@ _ENGLISH_PRODUCT_WORDS = frozenset(
 
 
 def write_image_prompt(understood: Understood, composition: Composition, brief: Brief, profile: PromptProfile) -> str:
-    """One prompt: subject → setting and mood → camera → frame and headline space → style."""
-    subject, garnish = describe_subject(understood)
+    """One prompt: subject → setting and mood → camera → frame and headline space → style. With a product
+    photo: the setting and its open space → mood → camera → frame → style, never the product itself."""
     seasons = understood.of_kind(TermKind.SEASON)
-    mood = _SEASON_MOODS.get(seasons[0], _DEFAULT_MOOD) if seasons else _DEFAULT_MOOD
-    sentences = [composition.write(subject, garnish), mood, composition.camera, _FRAMES[brief.placement],
-                 composition.finish]  # fmt: skip
+    if brief.product_photo:
+        mood = _SCENE_MOODS.get(seasons[0], _DEFAULT_MOOD) if seasons else _DEFAULT_MOOD
+        sentences = [composition.scene, mood, composition.scene_camera, _FRAMES[brief.placement], _SCENE_FINISH]
+    else:
+        subject, garnish = describe_subject(understood)
+        mood = _SEASON_MOODS.get(seasons[0], _DEFAULT_MOOD) if seasons else _DEFAULT_MOOD
+        sentences = [composition.write(subject, garnish), mood, composition.camera, _FRAMES[brief.placement],
+                     composition.finish]  # fmt: skip
     if profile.style is PromptStyle.DENSE:
         return _dense_paragraph(sentences)
     return " ".join(f"{s}." for s in sentences)
@@ -422,13 +451,14 @@ class TemplateBackend:
         )
         caption, hook, facts_used = write_caption(brief, keyword, understood)
         first = COMPOSITIONS[0].name_ko
+        made = "매장 상품 사진에 AI로 배경을 만든" if brief.product_photo else "AI로 생성한"
         return AdCopyDraft(
             image_prompts=prompts,
             caption=caption,
             hook=hook,
             hashtags=write_hashtags(keyword, brief, understood),
             headline=VOICES[brief.tone].headline(_core(keyword)),
-            alt_text=f"AI로 생성한 {keyword} 광고 이미지예요. {first} 구도이고, 위쪽에 제목을 넣을 여백이 있어요.",
+            alt_text=f"{made} {keyword} 광고 이미지예요. {first} 구도이고, 위쪽에 제목을 넣을 여백이 있어요.",
             facts_used=facts_used,
             provenance=PROVENANCE,
         )

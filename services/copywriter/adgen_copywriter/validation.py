@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Container
+from dataclasses import replace
 
 import regex
 
@@ -19,6 +20,7 @@ from adgen_wire.limits import MAX_VARIANTS
 KEYWORD_MAX_GRAPHEMES = 100
 EDIT_REQUEST_MAX_GRAPHEMES = 500
 FACT_MAX_GRAPHEMES = 200
+BRAND_NAME_MAX_GRAPHEMES = 50
 MAX_EXTRA_FACTS = 10
 _MODEL_ID = regex.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
@@ -64,7 +66,7 @@ def brief_from_request(request: pb.GenerateCopyRequest) -> Brief:
     if not 0 <= request.variant_count <= MAX_VARIANTS:
         violations.append(BadField("variant_count", f"must be between 0 and {MAX_VARIANTS} (0 means 1)"))
     _check_model_id(request.target_model_id, violations)
-    facts = _facts_from(request.facts, violations)
+    facts = _with_brand_name(_facts_from(request.facts, violations), request.brand_name, violations)
     if violations:
         raise invalid_fields(violations, error_reason_pb2.ERROR_REASON_EMPTY_KEYWORD if empty_keyword else None)
     return Brief(
@@ -76,6 +78,7 @@ def brief_from_request(request: pb.GenerateCopyRequest) -> Brief:
         caption_length=CAPTION_LENGTHS[request.caption_length],
         emoji_level=EMOJI_LEVELS[request.emoji_level],
         variant_count=request.variant_count or 1,
+        product_photo=request.product_photo,
     )
 
 
@@ -105,6 +108,18 @@ def _facts_from(message: ad_pb2.MerchantFacts, violations: list[BadField]) -> Me
         promotion=cleaned["facts.promotion"],
         extra=tuple(v for f, v in cleaned.items() if f.startswith("facts.extra[") and v),
     )
+
+
+def _with_brand_name(facts: MerchantFacts, brand_name: str, violations: list[BadField]) -> MerchantFacts:
+    """The brand's name stands in for the shop's when the merchant gave no shop name: it is a fact they vouch
+    for like the others, so the copy may state it and facts_used may list it."""
+    _check_characters("brand_name", brand_name, violations)
+    name = _clean(brand_name)
+    if grapheme_count(name) > BRAND_NAME_MAX_GRAPHEMES:
+        violations.append(BadField("brand_name", f"must be at most {BRAND_NAME_MAX_GRAPHEMES} characters"))
+    for claim in find_banned_claims(name, "brand_name"):
+        violations.append(BadField("brand_name", f"'{claim.text}' cannot appear in a food ad: {claim.reason}"))
+    return facts if facts.shop_name or not name else replace(facts, shop_name=name)
 
 
 def edit_request_from(request: pb.WriteEditInstructionRequest) -> EditRequest:

@@ -23,6 +23,8 @@ from adgen_orchestrator.ad_pipeline import AdPipeline
 from adgen_orchestrator.config import OrchestratorSettings
 from adgen_orchestrator.downstream import CallBudget
 from adgen_orchestrator.idempotency import JobRegistry, RequestIdReusedError
+from adgen_orchestrator.message_size import check_response_size, predicted_response_bytes
+from adgen_orchestrator.sizing import Size
 from adgen_orchestrator.validation import parse_create_request, parse_edit_request
 from adgen_runtime.errors import BadField, Internal, invalid_fields, reason_name
 from adgen_runtime.logs import adopt_request_id
@@ -69,31 +71,59 @@ class AdCore:
     async def stream_create_ad(
         self, request: ad_pb.CreateAdRequest, call: CallInfo, field_prefix: str = ""
     ) -> AsyncGenerator[ad_pb.StreamCreateAdResponse]:
-        """Yields the copy, progress, each image, then the result (only the result on a replay)."""
-        spec = parse_create_request(
+        """Yields the copy, progress, each image, then the result (only the result on a replay). The result
+        does not repeat the bytes of images this stream already carried: those have `data_in_stream` set."""
+        streamed: set[tuple[int, int]] = set()
+        async with aclosing(self._create_events(request, call, field_prefix, unary=False)) as events:
+            async for event in events:
+                if event.HasField("image"):
+                    streamed.add(_image_key(event.image))
+                elif event.HasField("result"):
+                    event = _without_streamed_bytes(event, streamed)
+                yield event
+
+    async def create_ad(self, request: ad_pb.CreateAdRequest, call: CallInfo) -> ad_pb.CreateAdResponse:
+        """The finished ad with whole images; RESPONSE_TOO_LARGE before any work when it might not fit in a
+        message (or after, in the rare case that the files beat the prediction's bounds)."""
+        result = (await _final_event(self._create_events(request, call, "", unary=True), "ad")).result
+        check_response_size(result.ByteSize(), self._settings.max_message_bytes, predicted=False)
+        return result
+
+    async def _create_events(
+        self, request: ad_pb.CreateAdRequest, call: CallInfo, field_prefix: str, *, unary: bool
+    ) -> AsyncGenerator[ad_pb.StreamCreateAdResponse]:
+        """The job's events with whole images in the result: new, joined or replayed."""
+        # Decoding a brand kit's logo and product photos is blocking Pillow work: off the event loop.
+        spec = await asyncio.to_thread(
+            parse_create_request,
             request,
             default_model_id=self._settings.default_model_id,
             request_id=call.request_id,
             field_prefix=field_prefix,
             preferred_models=self._preferred_models,
+            default_edit_model_id=self._settings.default_edit_model_id,
+            max_input_bytes=self._settings.max_input_bytes,
+            max_input_pixels=self._settings.max_input_pixels,
         )
         adopt_request_id(spec.request_id)
+        # A unary response holds every image; a stream's largest message holds one.
+        sizes = spec.delivered_sizes() if unary else [max(spec.delivered_sizes(), key=_area)]
+        check_response_size(predicted_response_bytes(sizes, spec.output_format), self._settings.max_message_bytes)
         budget = self._budget(spec.request_id, call, field_prefix)
+        # Hashing up to three product photos of 20 MiB each: off the event loop.
+        create_fingerprint = await asyncio.to_thread(fingerprint, request) if request.product_photos else None
         # Closed when this caller goes, so the job learns at once that it has one follower fewer.
         async with aclosing(
             self._shared(
                 self._creates,
                 request,
-                fingerprint(request),
+                create_fingerprint or fingerprint(request),
                 field_prefix,
                 lambda: self._pipeline.create_ad(spec, budget),
             )
         ) as job:
             async for event in job:
                 yield event
-
-    async def create_ad(self, request: ad_pb.CreateAdRequest, call: CallInfo) -> ad_pb.CreateAdResponse:
-        return (await _final_event(self.stream_create_ad(request, call), "ad")).result
 
     async def stream_edit_ad(
         self, request: ad_pb.EditAdRequest, call: CallInfo, field_prefix: str = ""
@@ -110,6 +140,8 @@ class AdCore:
             field_prefix=field_prefix,
         )
         adopt_request_id(spec.request_id)
+        predicted = predicted_response_bytes([spec.photo.size], spec.output_format)
+        check_response_size(predicted, self._settings.max_message_bytes)
         budget = self._budget(spec.request_id, call, field_prefix)
         # Hashing a photo of up to 20 MiB: off the event loop too.
         edit_fingerprint = await asyncio.to_thread(fingerprint, request)
@@ -123,7 +155,9 @@ class AdCore:
                 yield event
 
     async def edit_ad(self, request: ad_pb.EditAdRequest, call: CallInfo) -> ad_pb.EditAdResponse:
-        return (await _final_event(self.stream_edit_ad(request, call), "edit")).result
+        result = (await _final_event(self.stream_edit_ad(request, call), "edit")).result
+        check_response_size(result.ByteSize(), self._settings.max_message_bytes, predicted=False)
+        return result
 
     async def list_models(self, call: CallInfo) -> ad_pb.ListModelsResponse:
         """The diffusion targets' models as the public API shows them, sorted by id."""
@@ -185,6 +219,28 @@ def _model_id(model: df_pb.Model) -> str:
     return model.id
 
 
+def _image_key(image: ad_pb.AdImage) -> tuple[int, int]:
+    return image.variant_index, image.placement
+
+
+def _area(size: Size) -> int:
+    return size.area
+
+
+def _without_streamed_bytes(
+    event: ad_pb.StreamCreateAdResponse, streamed: set[tuple[int, int]]
+) -> ad_pb.StreamCreateAdResponse:
+    """The result event with the file bytes of every image in `streamed` left out and `data_in_stream` set;
+    a copy, because the job's own event is shared with other callers and replays."""
+    slim = ad_pb.StreamCreateAdResponse()
+    slim.CopyFrom(event)
+    for image in slim.result.images:
+        if _image_key(image) in streamed:
+            image.image.ClearField("data")
+            image.data_in_stream = True
+    return slim
+
+
 def _byte_size(event: Message) -> int:
     return event.ByteSize()
 
@@ -209,6 +265,11 @@ def _feed(digest: hashlib._Hash, message: Message, skip: str = "") -> None:
             digest.update(b"%d:m{" % field.number)
             _feed(digest, value)
             digest.update(b"}")
+        elif field.type == FieldDescriptor.TYPE_MESSAGE:  # e.g. product photos: their bytes unserialised too
+            for item in value:
+                digest.update(b"%d:m[" % field.number)
+                _feed(digest, item)
+                digest.update(b"]")
         else:
             digest.update(b"%d:v%s;" % (field.number, repr(value).encode()))
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Self
 
-from pydantic import Field, FilePath, field_validator
+from pydantic import Field, FilePath, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from adgen_orchestrator.overlay import FontUnavailableError, find_korean_font
+from adgen_orchestrator.provenance import C2paSigner, ContentSigner, SigningAlgorithm, SigningSetupError
 from adgen_orchestrator.routing import RouteError, check_routes
+from adgen_runtime.auth import read_token_file
 from adgen_runtime.settings import PhotoLimitSettings, ServerSettings
 
 # What a browser sends as Origin: scheme, host and optional port, nothing after them.
@@ -64,6 +67,69 @@ class OrchestratorSettings(PhotoLimitSettings, ServerSettings):
         description="Font file (OTF, TTF or TTC with Hangul) for headline and badge overlays. Unset: Pretendard Bold "
         "from the project's npm install (node_modules/pretendard) or the Docker image, else Debian's Noto Sans CJK KR.",
     )
+    c2pa_cert_file: FilePath | None = Field(
+        None,
+        description="PEM certificate chain (the signing certificate first, then its issuers) for C2PA content "
+        "credentials: set with C2PA_KEY_FILE, every delivered image carries a signed manifest. Unset: images are "
+        "labelled (XMP, PNG text) but unsigned.",
+    )
+    c2pa_key_file: FilePath | None = Field(None, description="PEM (PKCS#8) private key of C2PA_CERT_FILE.")
+    c2pa_signing_algorithm: SigningAlgorithm = Field(
+        "es256",
+        description="Signature algorithm of the C2PA key: es256/es384/es512 (ECDSA), ps256/ps384/ps512, ed25519.",
+    )
+    c2pa_tsa_url: str | None = Field(
+        None,
+        description="RFC 3161 time-stamp authority the C2PA signer asks for a trusted time (the manifest then stays "
+        "valid after the certificate expires). Unset: no time stamp.",
+    )
+
+    downstream_token_file: FilePath | None = Field(
+        None,
+        description="File holding the orchestrator's own bearer token (its service identity), sent on every "
+        "copywriter and diffusion call.",
+    )
+    downstream_tls_ca_file: FilePath | None = Field(
+        None, description="PEM CA the copywriter's and diffusion's certificates chain to: set, those calls use TLS."
+    )
+    downstream_tls_cert_file: FilePath | None = Field(
+        None, description="PEM client certificate for mTLS to the copywriter and diffusion (with its key and the CA)."
+    )
+    downstream_tls_key_file: FilePath | None = Field(None, description="PEM private key of DOWNSTREAM_TLS_CERT_FILE.")
+
+    @model_validator(mode="after")
+    def _downstream_tls_files_go_together(self) -> Self:
+        if (self.downstream_tls_cert_file is None) != (self.downstream_tls_key_file is None):
+            raise ValueError("DOWNSTREAM_TLS_CERT_FILE and DOWNSTREAM_TLS_KEY_FILE must be set together")
+        if self.downstream_tls_cert_file is not None and self.downstream_tls_ca_file is None:
+            raise ValueError("DOWNSTREAM_TLS_CERT_FILE (mTLS) needs DOWNSTREAM_TLS_CA_FILE")
+        return self
+
+    @model_validator(mode="after")
+    def _c2pa_files_sign(self) -> Self:
+        # Checked by a test signature at start: a wrong pair stops the server naming the variables.
+        if (self.c2pa_cert_file is None) != (self.c2pa_key_file is None):
+            raise ValueError("C2PA_CERT_FILE and C2PA_KEY_FILE must be set together")
+        self.content_signer()
+        return self
+
+    def content_signer(self) -> ContentSigner | None:
+        """The C2PA signer of the configured certificate and key, or None (images stay unsigned)."""
+        if self.c2pa_cert_file is None or self.c2pa_key_file is None:
+            return None
+        try:
+            return C2paSigner.from_files(
+                self.c2pa_cert_file, self.c2pa_key_file, self.c2pa_signing_algorithm, self.c2pa_tsa_url
+            )
+        except SigningSetupError as error:
+            raise ValueError(f"C2PA_CERT_FILE and C2PA_KEY_FILE {error}") from None
+
+    @field_validator("downstream_token_file")
+    @classmethod
+    def _token_file_holds_a_token(cls, path: Path | None) -> Path | None:
+        if path is not None:
+            read_token_file(path)
+        return path
 
     @field_validator("http_cors_origins")
     @classmethod

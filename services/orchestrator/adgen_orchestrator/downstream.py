@@ -267,6 +267,18 @@ async def _connected(
         raise _unavailable(service) from None
 
 
+def downstream_channel(
+    target: str,
+    options: Sequence[tuple[str, Any]],
+    credentials: grpc.ChannelCredentials | None,
+    interceptors: Sequence[aio.ClientInterceptor] = (),
+) -> aio.Channel:
+    """A channel to a downstream service: TLS (or mTLS) with `credentials`, else plaintext."""
+    if credentials is None:
+        return aio.insecure_channel(target, options=options, interceptors=interceptors or None)
+    return aio.secure_channel(target, credentials, options=options, interceptors=interceptors or None)
+
+
 def _call_options(service: str, budget: CallBudget, cap_s: float) -> dict[str, Any]:
     # wait_for_ready: a connection lost after `_connected` is waited for (within the timeout), not failed at once.
     return {"timeout": budget.timeout(service, cap_s), "metadata": budget.metadata, "wait_for_ready": True}

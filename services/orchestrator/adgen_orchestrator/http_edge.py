@@ -18,6 +18,7 @@ import logging
 import math
 import re
 import socket
+import ssl
 import struct
 import time
 import urllib.parse
@@ -44,6 +45,7 @@ from adgen.ad.v1.ad_service_connect import AdServiceASGIApplication
 from adgen.type.v1 import error_reason_pb2
 from adgen_orchestrator.ad_core import AdCore, CallInfo
 from adgen_orchestrator.downstream import STATUS_DETAILS_METADATA_KEY
+from adgen_runtime.auth import CallGuard, caller_var, peer_host
 from adgen_runtime.errors import (
     BadField,
     Cancelled,
@@ -59,6 +61,7 @@ from adgen_runtime.errors import (
 )
 from adgen_runtime.logs import call_request_id, request_id_from, request_id_var
 from adgen_runtime.server import InFlightCalls, ShuttingDown
+from adgen_runtime.tls import ReloadingSslContext, TlsFiles
 
 _LOGGER = logging.getLogger(__name__)
 _M = TypeVar("_M", bound=ProtoMessage)
@@ -67,7 +70,7 @@ REQUEST_ID_HEADER = "x-request-id"
 # Headers Connect and gRPC-Web clients send, and the ones browsers may read back.
 _CORS_ALLOW_HEADERS = (
     "content-type, connect-protocol-version, connect-timeout-ms, connect-accept-encoding, connect-content-encoding, "
-    "grpc-timeout, x-grpc-web, x-user-agent, x-request-id"
+    "grpc-timeout, x-grpc-web, x-user-agent, x-request-id, authorization"
 )
 _CORS_EXPOSE_HEADERS = "grpc-status, grpc-message, grpc-status-details-bin, x-request-id"
 
@@ -81,13 +84,21 @@ AsgiApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 class ConnectAdService:
     """The generated Connect `AdService` protocol, answered by AdCore."""
 
-    def __init__(self, core: AdCore) -> None:
+    def __init__(self, core: AdCore, guard: CallGuard | None = None) -> None:
         self._core = core
+        self._guard = guard or CallGuard()
+
+    async def _admit(self, ctx: RequestContext[Any, Any]) -> None:
+        """The same checks a gRPC call meets: bearer token, role, rate limit (shared with gRPC)."""
+        method = f"/{ctx.method.service_name}/{ctx.method.name}"
+        peer = peer_host(ctx.client_address or "")
+        caller_var.set(await self._guard.admit(method, ctx.request_headers.get("authorization"), peer))
 
     async def create_ad(
         self, request: ad_pb.CreateAdRequest, ctx: RequestContext[ad_pb.CreateAdRequest, ad_pb.CreateAdResponse], /
     ) -> ad_pb.CreateAdResponse:
         with _connect_call(ctx, request.request_id) as call:
+            await self._admit(ctx)
             return await self._core.create_ad(request, call)
 
     async def stream_create_ad(
@@ -97,6 +108,7 @@ class ConnectAdService:
         /,
     ) -> AsyncIterator[ad_pb.StreamCreateAdResponse]:
         with _connect_call(ctx, request.request.request_id) as call:
+            await self._admit(ctx)
             async for event in self._core.stream_create_ad(request.request, call, field_prefix="request."):
                 yield event
 
@@ -104,6 +116,7 @@ class ConnectAdService:
         self, request: ad_pb.EditAdRequest, ctx: RequestContext[ad_pb.EditAdRequest, ad_pb.EditAdResponse], /
     ) -> ad_pb.EditAdResponse:
         with _connect_call(ctx, request.request_id) as call:
+            await self._admit(ctx)
             return await self._core.edit_ad(request, call)
 
     async def stream_edit_ad(
@@ -113,6 +126,7 @@ class ConnectAdService:
         /,
     ) -> AsyncIterator[ad_pb.StreamEditAdResponse]:
         with _connect_call(ctx, request.request.request_id) as call:
+            await self._admit(ctx)
             async for event in self._core.stream_edit_ad(request.request, call, field_prefix="request."):
                 yield event
 
@@ -123,6 +137,7 @@ class ConnectAdService:
         /,
     ) -> ad_pb.ListModelsResponse:
         with _connect_call(ctx, "") as call:
+            await self._admit(ctx)
             return await self._core.list_models(call)
 
 
@@ -194,15 +209,18 @@ def _connect_code(code: grpc.StatusCode) -> Code:
     return Code.CANCELED if code == grpc.StatusCode.CANCELLED else Code[code.name]
 
 
-def create_http_app(core: AdCore, cors_origins: Sequence[str], max_message_bytes: int) -> AsgiApp:
+def create_http_app(
+    core: AdCore, cors_origins: Sequence[str], max_message_bytes: int, *, guard: CallGuard | None = None
+) -> AsgiApp:
     """The Connect + gRPC-Web (binary and text) ASGI app for AdService, with CORS for `cors_origins`.
 
     Requests may be as large as over gRPC (Connect's default of 4 MB is too small for photos). Every
     refusal, including those connectrpc answers by itself, carries the details every other error carries.
+    `guard` checks each call's bearer token and rate limit as the gRPC server does (none: every call runs).
     """
     codecs: list[Codec[ProtoMessage, Any]] = [_StrictJsonCodec(), _BinaryCodec()]
     connect_app: AsgiApp = AdServiceASGIApplication(
-        ConnectAdService(core), read_max_bytes=max_message_bytes, codecs=codecs
+        ConnectAdService(core, guard), read_max_bytes=max_message_bytes, codecs=codecs
     )
     app = GrpcWebText(ProtocolErrors(connect_app, max_message_bytes))
     return CorsMiddleware(app, cors_origins) if cors_origins else app
@@ -873,7 +891,9 @@ class HttpEdge:
     outside that guard, so browsers can read a refusal too.
     """
 
-    def __init__(self, app: AsgiApp, host: str, port: int, *, cors_origins: Sequence[str] = ()) -> None:
+    def __init__(
+        self, app: AsgiApp, host: str, port: int, *, cors_origins: Sequence[str] = (), tls: TlsFiles | None = None
+    ) -> None:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._socket = socket.create_server((host.strip("[]"), port), family=family)
         self.port: int = self._socket.getsockname()[1]
@@ -889,11 +909,14 @@ class HttpEdge:
             log_config=None,
             access_log=False,
             timeout_graceful_shutdown=1,
+            # HTTPS from the same certificate files as gRPC, re-read when they are rotated.
+            ssl_context_factory=_ssl_context_factory(tls) if tls is not None else None,
         )
         self._server = _EmbeddedUvicorn(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[self._socket]))
         self._task.add_done_callback(_log_crash)
-        _LOGGER.info("serving HTTP (Connect, gRPC-Web) on %s:%d", host, self.port)
+        scheme = "HTTP" if tls is None else "HTTPS"
+        _LOGGER.info("serving %s (Connect, gRPC-Web) on %s:%d", scheme, host, self.port)
 
     def begin_drain(self) -> None:
         """Refuses every new request from now on, with UNAVAILABLE NOT_READY."""
@@ -976,6 +999,15 @@ class HttpEdge:
                 end = json.dumps({"error": json.loads(connect_error_json(error))}, ensure_ascii=False).encode()
                 return struct.pack(">BI", 0x02, len(end)) + end
             return b""  # A unary response cut halfway has no end message: it stays truncated.
+
+
+def _ssl_context_factory(tls: TlsFiles) -> Callable[[uvicorn.Config, Callable[[], ssl.SSLContext]], ssl.SSLContext]:
+    reloading = ReloadingSslContext(tls)  # Built now: bad files fail the start, not the first request.
+
+    def factory(config: uvicorn.Config, default: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+        return reloading.context
+
+    return factory
 
 
 def _log_crash(task: asyncio.Task[None]) -> None:

@@ -8,10 +8,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import grpc
 from grpc import aio
 
 from adgen.diffusion.v1 import diffusion_service_pb2 as df_pb
-from adgen_orchestrator.downstream import CallBudget, DiffusionClient, WatchedService
+from adgen_orchestrator.downstream import CallBudget, DiffusionClient, WatchedService, downstream_channel
 from adgen_wire.channel import grpc_options
 
 DIFFUSION_SERVICE = df_pb.DESCRIPTOR.services_by_name["DiffusionService"].full_name
@@ -124,9 +125,13 @@ class DiffusionRouter:
         max_message_bytes: int,
         timeout_s: float,
         interceptors: Sequence[aio.ClientInterceptor] = (),
+        *,
+        credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
         self.table = table
-        self._routes = {target: _open(target, max_message_bytes, timeout_s, interceptors) for target in table.targets}
+        self._routes = {
+            target: _open(target, max_message_bytes, timeout_s, interceptors, credentials) for target in table.targets
+        }
 
     def client_for(self, model_id: str, task: df_pb.ModelTask.ValueType) -> DiffusionClient:
         return self._routes[self.table.target_for(model_id, task)].client
@@ -165,7 +170,11 @@ class DiffusionRouter:
 
 
 def _open(
-    target: str, max_message_bytes: int, timeout_s: float, interceptors: Sequence[aio.ClientInterceptor]
+    target: str,
+    max_message_bytes: int,
+    timeout_s: float,
+    interceptors: Sequence[aio.ClientInterceptor],
+    credentials: grpc.ChannelCredentials | None,
 ) -> _Route:
     # No retries on this hop: the SDK retries UNAVAILABLE at the edge.
     if is_balanced(target):
@@ -173,5 +182,5 @@ def _open(
         options = [*options, _NEVER_IDLE]
     else:
         options = grpc_options(max_message_bytes, retry_unavailable=False)
-    channel = aio.insecure_channel(target, options=options, interceptors=interceptors or None)
+    channel = downstream_channel(target, options, credentials, interceptors)
     return _Route(channel, DiffusionClient(channel, timeout_s, reroutes=reroutes_of(target)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import grpc
 from grpc import aio
 from opentelemetry.instrumentation.grpc import aio_client_interceptors
 
@@ -14,14 +15,23 @@ from adgen.diffusion.v1 import diffusion_service_pb2 as df_pb
 from adgen_orchestrator.ad_core import AdCore
 from adgen_orchestrator.ad_pipeline import AdPipeline
 from adgen_orchestrator.config import OrchestratorSettings
-from adgen_orchestrator.downstream import CopywriterClient, DiffusionClient, DownstreamHealth, WatchedService
+from adgen_orchestrator.downstream import (
+    CopywriterClient,
+    DiffusionClient,
+    DownstreamHealth,
+    WatchedService,
+    downstream_channel,
+)
 from adgen_orchestrator.http_edge import HttpEdge, create_http_app
+from adgen_orchestrator.message_size import RAW_HOP_MAX_BYTES
 from adgen_orchestrator.metrics import StageMetrics
 from adgen_orchestrator.routing import DiffusionRouter, RouteTable
 from adgen_orchestrator.servicer import SERVICE_NAME, AdServicer
+from adgen_runtime.auth import CallGuard, bearer_token_interceptors, read_token_file
 from adgen_runtime.server import RunningServer, ServiceBinding, run_service, start_server
 from adgen_runtime.telemetry import Telemetry
-from adgen_wire.channel import create_aio_channel
+from adgen_runtime.tls import client_channel_credentials
+from adgen_wire.channel import grpc_options
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -48,17 +58,27 @@ async def create_server(settings: OrchestratorSettings, telemetry: Telemetry | N
     interceptors: list[aio.ClientInterceptor] = []
     if telemetry.tracing is not None:
         interceptors = aio_client_interceptors(tracer_provider=telemetry.tracing)  # type: ignore[no-untyped-call]
+    credentials, identity = downstream_security(settings)
+    interceptors = [*interceptors, *identity]
     # No retries on these hops: the SDK retries UNAVAILABLE at the edge, and the copywriter already retried its LLM.
-    copywriter_channel = create_aio_channel(
-        settings.copywriter_target, settings.max_message_bytes, retry_unavailable=False, interceptors=interceptors
+    copywriter_channel = downstream_channel(
+        settings.copywriter_target,
+        grpc_options(settings.max_message_bytes, retry_unavailable=False),
+        credentials,
+        interceptors,
     )
     routes = RouteTable(settings.diffusion_routes, settings.diffusion_target)
-    diffusion = DiffusionRouter(routes, settings.max_message_bytes, settings.diffusion_timeout_s, interceptors)
+    # Renders come back as raw pixels: the diffusion hop takes them whatever limit the public side has.
+    diffusion_max_bytes = max(settings.max_message_bytes, RAW_HOP_MAX_BYTES)
+    diffusion = DiffusionRouter(
+        routes, diffusion_max_bytes, settings.diffusion_timeout_s, interceptors, credentials=credentials
+    )
     pipeline = AdPipeline(
         CopywriterClient(copywriter_channel, settings.copywriter_timeout_s),
         diffusion,
         font_path=settings.overlay_font_path,
         metrics=StageMetrics(telemetry.metrics),
+        signer=settings.content_signer(),
     )
     core = AdCore(pipeline, settings)
     servicer = AdServicer(core)
@@ -67,12 +87,20 @@ async def create_server(settings: OrchestratorSettings, telemetry: Telemetry | N
         await copywriter_channel.close()
         await diffusion.close()
 
+    # One guard for both front ends: a caller's rate limit counts its gRPC and HTTP calls together.
+    guard = CallGuard.from_settings(settings)
     http: HttpEdge | None = None
     try:
         if settings.http_enabled:
             # CORS is applied by the edge, outside its drain guard, so browsers can read a refusal too.
-            app = create_http_app(core, (), settings.max_message_bytes)
-            http = HttpEdge(app, settings.host, settings.http_port, cors_origins=settings.http_cors_origins)
+            app = create_http_app(core, (), settings.max_message_bytes, guard=guard)
+            http = HttpEdge(
+                app,
+                settings.host,
+                settings.http_port,
+                cors_origins=settings.http_cors_origins,
+                tls=settings.tls_files,
+            )
         running = await start_server(
             settings,
             [
@@ -81,6 +109,7 @@ async def create_server(settings: OrchestratorSettings, telemetry: Telemetry | N
                 )
             ],
             telemetry,
+            guard=guard,
         )
     except BaseException:
         if http is not None:
@@ -115,10 +144,25 @@ async def create_server(settings: OrchestratorSettings, telemetry: Telemetry | N
         calls=running.calls,
         telemetry=running.telemetry,
         metrics_port=running.metrics_port,
+        health_port=running.health_port,
         front_ends=running.front_ends,
         on_shutdown=running.on_shutdown,
         http_port=http.port if http is not None else None,
     )
+
+
+def downstream_security(
+    settings: OrchestratorSettings,
+) -> tuple[grpc.ChannelCredentials | None, list[aio.ClientInterceptor]]:
+    """The orchestrator's TLS credentials for its downstreams (None: plaintext) and the interceptors that send
+    its service token on every call (none without a token file)."""
+    credentials = None
+    if settings.downstream_tls_ca_file is not None:
+        credentials = client_channel_credentials(
+            settings.downstream_tls_ca_file, settings.downstream_tls_cert_file, settings.downstream_tls_key_file
+        )
+    token_file = settings.downstream_token_file
+    return credentials, bearer_token_interceptors(read_token_file(token_file)) if token_file is not None else []
 
 
 def main() -> None:

@@ -9,6 +9,9 @@ from adgen.type.v1 import ad_pb2
 
 MIN_DELIVERED_SIDE = 64
 MAX_DELIVERED_SIDE = 2048
+# A render that covers the delivered frame by at most this much a side is centre-cropped to it (no resample, the
+# aspect never distorted); the size grid's rounding up of an Instagram size costs under 1 %.
+MAX_CROP = 1.05
 
 
 @dataclass(frozen=True)
@@ -50,12 +53,28 @@ def placement_size(placement: ad_pb2.Placement.ValueType) -> Size:
 
 
 def generation_size(delivered: Size, rules: SizeRules) -> Size:
-    """The legal size whose aspect is nearest the delivered one, at about the delivered area.
+    """The legal size the model renders for a delivered size.
 
-    The model then renders the composition the delivered frame shows, and a small resize brings
-    it to the exact delivered size. A shape beyond the model's sides (2048x64 from sides of
-    256-2048) is rendered at the nearest shape it can do and cropped to fit, never stretched.
+    Where each delivered side rounded up to the model's multiple is a legal side at most MAX_CROP larger, that:
+    the render covers the delivered frame by less than one step a side, and a centre crop (no resample, the
+    aspect never distorted) cuts it to the exact size. Otherwise (a small size, where one step is a large share;
+    a shape beyond the model's sides, such as 2048x64 from sides of 256-2048) the legal size whose aspect is
+    nearest, at about the delivered area, which `adgen_orchestrator.imaging` fits (cropped to the aspect, never
+    stretched, then resized).
     """
+    covering = Size(_rounded_up(delivered.width, rules.multiple), _rounded_up(delivered.height, rules.multiple))
+    sides = ((covering.width, delivered.width), (covering.height, delivered.height))
+    if all(rules.min_side <= side <= rules.max_side and side <= wanted * MAX_CROP for side, wanted in sides):
+        return covering
+    return _nearest_shape(delivered, rules)
+
+
+def _rounded_up(length: int, multiple: int) -> int:
+    return math.ceil(length / multiple) * multiple
+
+
+def _nearest_shape(delivered: Size, rules: SizeRules) -> Size:
+    """The legal size whose aspect is nearest the delivered one, at about the delivered area."""
     scale = 1.0
     if max(delivered.width, delivered.height) > rules.max_side:
         scale = rules.max_side / max(delivered.width, delivered.height)

@@ -9,16 +9,24 @@ from typing import Any, Protocol
 
 from adgen.ad.v1 import ad_service_pb2 as ad_pb
 from adgen.type.v1 import ad_pb2, error_reason_pb2, image_pb2
+from adgen_orchestrator.brand import Brand, read_brand
 from adgen_orchestrator.imaging import Photo, read_photo
+from adgen_orchestrator.placements import PlacementTarget, placement_targets
+from adgen_orchestrator.product_scene import ProductPhoto, read_product_photos
 from adgen_orchestrator.sizing import MAX_DELIVERED_SIDE, MIN_DELIVERED_SIDE, Size, placement_size
 from adgen_runtime.errors import BadField, Reason, invalid_fields
 from adgen_runtime.logs import REQUEST_ID_RULE, is_request_id
 from adgen_runtime.photos import InvalidImageError
+from adgen_runtime.settings import PhotoLimitSettings
 from adgen_runtime.text import control_character_violation
 from adgen_wire.formats import PILLOW_FORMATS
 from adgen_wire.limits import MAX_VARIANTS
 
 MAX_SEED = 2**32 - 1  # Random seeds stay small so seed + i never wraps.
+_INVALID = error_reason_pb2.ERROR_REASON_INVALID_ARGUMENT
+# Unspecified output_format: JPEG q95 4:2:0 (provenance.JPEG_OPTIONS), the fastest to encode, about a tenth of
+# PNG's bytes, and what Instagram recompresses every upload to anyway (bench/image_encode.py has the figures).
+DEFAULT_OUTPUT_FORMAT = image_pb2.IMAGE_FORMAT_JPEG
 _R = error_reason_pb2
 
 
@@ -41,9 +49,25 @@ class CreateAdSpec:
     request_id: str
     overlay_headline: bool = False
     ai_disclosure: bool = False
+    # The request's brand kit (issue #16): its name for the copy, its logo, colours and font for the overlay.
+    brand: Brand | None = None
+    # Issue #16: every placement delivered (`placement` at `size` unless `placements` was set), the merchant's
+    # product photos, and the edit model that draws around opaque ones.
+    targets: tuple[PlacementTarget, ...] = ()
+    products: tuple[ProductPhoto, ...] = ()
+    edit_model_id: str = ""
 
     def variant_seed(self, index: int) -> int:
         return (self.seed + index) % 2**64
+
+    @property
+    def placement_targets(self) -> tuple[PlacementTarget, ...]:
+        """The placements each variant is delivered at, in the caller's order."""
+        return self.targets or (PlacementTarget(self.placement, self.size),)
+
+    def delivered_sizes(self) -> list[Size]:
+        """The size of every image the ad delivers, one per variant and placement."""
+        return [target.size for _ in range(self.variant_count) for target in self.placement_targets]
 
 
 @dataclass(frozen=True)
@@ -80,6 +104,11 @@ class _Violations:
             raise invalid_fields([v for v, _ in self.items], self.items[0][1])
 
 
+# The photo limits' defaults, for callers of parse_create_request without settings.
+_DEFAULT_PHOTO_BYTES: int = PhotoLimitSettings.model_fields["max_input_bytes"].default
+_DEFAULT_PHOTO_PIXELS: int = PhotoLimitSettings.model_fields["max_input_pixels"].default
+
+
 def parse_create_request(
     request: ad_pb.CreateAdRequest,
     *,
@@ -87,8 +116,12 @@ def parse_create_request(
     request_id: str,
     field_prefix: str = "",
     preferred_models: Mapping[ad_pb.QualityPreference.ValueType, str] | None = None,
+    default_edit_model_id: str = "",
+    max_input_bytes: int = _DEFAULT_PHOTO_BYTES,
+    max_input_pixels: int = _DEFAULT_PHOTO_PIXELS,
 ) -> CreateAdSpec:
-    """Validates a CreateAd request; raises one INVALID_ARGUMENT naming every bad field.
+    """Validates a CreateAd request; raises one INVALID_ARGUMENT naming every bad field. Blocking when it carries
+    photos (product photos and a brand logo are decoded): run it off the event loop.
 
     The model is the explicit `model_id`, else the one `preferred_models` maps the quality
     preference to, else `default_model_id`.
@@ -100,6 +133,14 @@ def parse_create_request(
     _check_texts(bad, {"keyword": keyword, "model_id": request.model_id, **_fact_texts(request.facts)})
     _check_request_id(bad, request.request_id)
     size = _delivered_size(request, bad)
+    targets, placement_problems = placement_targets(request, size)
+    for field, description in placement_problems:
+        bad.add(field, description)
+    products, photo_problems = read_product_photos(
+        request.product_photos, max_bytes=max_input_bytes, max_pixels=max_input_pixels
+    )
+    for field, description in photo_problems:
+        bad.add(field, description, _R.ERROR_REASON_INVALID_IMAGE if field.endswith(".data") else _INVALID)
     if not 0 <= request.variant_count <= MAX_VARIANTS:
         bad.add("variant_count", f"must be between 1 and {MAX_VARIANTS} (0 means 1)")
     _check_enum(bad, "tone", request.tone, ad_pb2.Tone)
@@ -109,17 +150,19 @@ def parse_create_request(
     _check_enum(bad, "quality_preference", request.quality_preference, ad_pb.QualityPreference)
     _check_output_format(bad, request.output_format)
     steps = _steps(request, bad)
+    brand = read_brand(request.brand, bad.add) if request.HasField("brand") else None  # Decodes the logo.
     bad.raise_if_any()
-    assert size is not None  # Only None when a size violation was raised above.
+    assert targets  # Only empty when a size or placement violation was raised above.
     return CreateAdSpec(
         keyword=keyword,
         tone=request.tone or ad_pb2.TONE_FRIENDLY,
-        placement=request.placement or ad_pb2.PLACEMENT_FEED_SQUARE,
+        # The first placement delivered: the copywriter writes for its aspect.
+        placement=targets[0].placement,
         variant_count=request.variant_count or 1,
         seed=request.seed if request.HasField("seed") else random.randint(0, MAX_SEED),
         model_id=request.model_id or (preferred_models or {}).get(request.quality_preference) or default_model_id,
-        size=size,
-        output_format=request.output_format or image_pb2.IMAGE_FORMAT_PNG,
+        size=targets[0].size,
+        output_format=request.output_format or DEFAULT_OUTPUT_FORMAT,
         facts=request.facts,
         caption_length=request.caption_length,
         emoji_level=request.emoji_level,
@@ -127,6 +170,10 @@ def parse_create_request(
         request_id=request.request_id or request_id,
         overlay_headline=request.overlay_headline,
         ai_disclosure=request.ai_disclosure,
+        brand=brand,
+        targets=tuple(targets),
+        products=tuple(products),
+        edit_model_id=default_edit_model_id,
     )
 
 
@@ -160,7 +207,7 @@ def parse_edit_request(
         instruction=instruction,
         model_id=request.model_id or default_model_id,
         seed=request.seed if request.HasField("seed") else None,
-        output_format=request.output_format or image_pb2.IMAGE_FORMAT_PNG,
+        output_format=request.output_format or DEFAULT_OUTPUT_FORMAT,
         num_inference_steps=steps,
         request_id=request.request_id or request_id,
         ai_disclosure=request.ai_disclosure,
@@ -215,7 +262,7 @@ def _steps(request: ad_pb.CreateAdRequest | ad_pb.EditAdRequest, bad: _Violation
 
 def _check_output_format(bad: _Violations, value: int) -> None:
     if value != image_pb2.IMAGE_FORMAT_UNSPECIFIED and value not in PILLOW_FORMATS:
-        bad.add("output_format", "must be PNG, JPEG or WebP")
+        bad.add("output_format", "must be PNG, JPEG or WebP (RAW_RGB travels only between services)")
 
 
 class _EnumType(Protocol):

@@ -86,11 +86,11 @@ async def test_create_ad_delivers_each_variant_at_the_exact_requested_size(
     assert response.model_id == "flux2-klein-4b" and response.num_inference_steps == FAKE_STEPS  # the default
     for ad_image in response.images:
         with Image.open(io.BytesIO(ad_image.image.data)) as decoded:
-            assert decoded.format == "PNG" and decoded.size == (100, 300)
+            assert decoded.format == "JPEG" and decoded.size == (100, 300)  # JPEG: the default format
         assert (ad_image.image.width, ad_image.image.height) == (100, 300)
     generated = [call.request for call in fake_stack.diffusion.calls]
     assert all(isinstance(job, df_pb.GenerateRequest) for job in generated)
-    # Generated at legal multiples of 16 with the delivered 1:3 aspect, then resized.
+    # A step of 16 is a large share of 100: generated at legal multiples with the delivered 1:3 aspect, resized.
     assert [(job.width, job.height) for job in generated] == [(112, 336), (112, 336)]
 
 
@@ -102,8 +102,9 @@ async def test_create_ad_gives_each_variant_its_own_prompt_and_seed(
     )
     prompts = [image.image_prompt for image in response.images]
     assert len(set(prompts)) == 3
-    sent = [(call.request.prompt, call.request.seed) for call in fake_stack.diffusion.calls]
-    assert sent == [(prompt, 100 + i) for i, prompt in enumerate(prompts)]
+    # The variants' jobs are queued together, so they may reach the diffusion service in any order.
+    sent = sorted((call.request.seed, call.request.prompt) for call in fake_stack.diffusion.calls)
+    assert sent == [(100 + i, prompt) for i, prompt in enumerate(prompts)]
     copy_request = fake_stack.copywriter.calls[0].request
     assert copy_request.variant_count == 3 and copy_request.target_model_id == "flux2-klein-4b"
 
@@ -118,8 +119,8 @@ async def test_create_ad_reuses_prompts_when_the_copywriter_writes_fewer(
     only_prompt = "Fresh strawberry juice, composition 0"  # the one prompt the fake copywriter wrote
     assert [image.image_prompt for image in response.images] == [only_prompt, only_prompt]
     # The reused prompt still yields two different pictures: each variant keeps its own seed.
-    sent = [(call.request.prompt, call.request.seed) for call in fake_stack.diffusion.calls]
-    assert sent == [(only_prompt, 100), (only_prompt, 101)]
+    sent = sorted((call.request.seed, call.request.prompt) for call in fake_stack.diffusion.calls)
+    assert sent == [(100, only_prompt), (101, only_prompt)]
 
 
 @pytest.mark.parametrize(
@@ -127,7 +128,7 @@ async def test_create_ad_reuses_prompts_when_the_copywriter_writes_fewer(
     [
         (ad_pb2.PLACEMENT_UNSPECIFIED, (1080, 1080), (1088, 1088)),
         (ad_pb2.PLACEMENT_FEED_PORTRAIT, (1080, 1350), (1088, 1360)),
-        (ad_pb2.PLACEMENT_STORY, (1080, 1920), (1088, 1936)),
+        (ad_pb2.PLACEMENT_STORY, (1080, 1920), (1088, 1920)),  # each side rounded up, then centre-cropped
     ],
 )
 async def test_create_ad_uses_the_placement_size_when_no_size_is_given(
@@ -153,13 +154,49 @@ async def test_stream_create_ad_sends_copy_then_progress_then_image_per_variant_
     events = [event async for event in ad_stub.StreamCreateAd(ad_pb.StreamCreateAdRequest(request=request))]
     kinds = [event.WhichOneof("event") for event in events]
     assert kinds[0] == "copy" and kinds[-1] == "result"
-    image_positions = [i for i, kind in enumerate(kinds) if kind == "image"]
-    assert len(image_positions) == 2
-    variant_of_progress = [event.progress.variant_index for event in events if event.HasField("progress")]
-    assert variant_of_progress == sorted(variant_of_progress) and set(variant_of_progress) == {0, 1}
-    assert all(kinds[i - 1] == "progress" for i in image_positions)
-    assert list(events[-1].result.images) == [events[i].image for i in image_positions]
+    image_positions = {events[i].image.variant_index: i for i, kind in enumerate(kinds) if kind == "image"}
+    assert sorted(image_positions) == [0, 1]
+    for variant, position in image_positions.items():
+        # Each variant's progress comes before its image; the two variants' jobs run side by side.
+        progress_positions = [
+            i
+            for i, event in enumerate(events)
+            if event.HasField("progress") and event.progress.variant_index == variant
+        ]
+        assert progress_positions and max(progress_positions) < position
+    assert [image.variant_index for image in events[-1].result.images] == [0, 1]
     assert events[0].copy.written_by == "template/fake-template"
+
+
+async def test_the_streamed_result_refers_to_the_images_already_streamed_instead_of_repeating_them(
+    ad_stub: ad_grpc.AdServiceAsyncStub,
+) -> None:
+    request = ad_pb.CreateAdRequest(keyword=KEYWORD, variant_count=2, width=64, height=64, seed=3)
+    events = [event async for event in ad_stub.StreamCreateAd(ad_pb.StreamCreateAdRequest(request=request))]
+    streamed = {event.image.variant_index: event.image for event in events if event.HasField("image")}
+    result = events[-1].result
+    for image in result.images:
+        assert image.data_in_stream and image.image.data == b""
+        earlier = streamed[image.variant_index]
+        assert earlier.image.data and not earlier.data_in_stream
+        # Everything but the bytes is kept, so the result still says what each file is.
+        assert (image.image.format, image.image.width, image.image.height) == (
+            earlier.image.format,
+            earlier.image.width,
+            earlier.image.height,
+        )
+        assert (image.seed, image.image_prompt, image.placement) == (
+            earlier.seed,
+            earlier.image_prompt,
+            earlier.placement,
+        )
+    # The stream's messages hold each file once: the result is a small fraction of one image.
+    assert result.ByteSize() < min(image.ByteSize() for image in streamed.values())
+
+
+async def test_a_unary_create_ad_keeps_whole_images(ad_stub: ad_grpc.AdServiceAsyncStub) -> None:
+    ad = await ad_stub.CreateAd(ad_pb.CreateAdRequest(keyword=KEYWORD, variant_count=2, width=64, height=64))
+    assert all(image.image.data and not image.data_in_stream for image in ad.images)
 
 
 async def test_request_id_and_deadline_are_passed_downstream(
@@ -374,7 +411,8 @@ async def test_edit_ad_returns_the_edited_photo_at_the_original_size(
     response = await ad_stub.EditAd(request)
     with Image.open(io.BytesIO(response.image.data)) as decoded:
         assert decoded.size == (120, 90) != EDIT_OUTPUT_SIZE
-        assert "compositeWithTrainedAlgorithmicMedia" in str(decoded.info.get("XML:com.adobe.xmp"))
+        assert decoded.format == "JPEG"  # the default
+        assert "compositeWithTrainedAlgorithmicMedia" in str(decoded.info.get("xmp"))
     assert response.edit_instruction == "Replace the coffee with a strawberry latte."
     assert response.model_id == "qwen-image-edit-2511" and response.seed == 5
     sent = fake_stack.diffusion.calls[0].request

@@ -83,7 +83,7 @@ async def test_create_ad_over_http_answers_canonical_proto_json(http: httpx.Asyn
     assert ad["requestId"] == "http-1" and ad["copy"]["headline"] == "여름엔 딸기"
     (image,) = ad["images"]
     assert image["seed"] == "5"  # uint64 travels as a string
-    assert image["image"]["format"] == "IMAGE_FORMAT_PNG"  # enums by name
+    assert image["image"]["format"] == "IMAGE_FORMAT_JPEG"  # enums by name; JPEG is the default
     with Image.open(io.BytesIO(base64.b64decode(image["image"]["data"]))) as decoded:
         assert decoded.size == (96, 64)
 
@@ -99,6 +99,9 @@ async def test_stream_create_ad_over_http_1_1_streams_events_then_ends(http: htt
     assert frames[-1] == (END_STREAM, b"{}")
     kinds = [next(iter(json.loads(payload))) for flags, payload in frames[:-1]]
     assert kinds[0] == "copy" and kinds[-1] == "result" and kinds.count("image") == 2 and "progress" in kinds
+    # As over gRPC: the result refers to the streamed images instead of repeating their bytes.
+    result = json.loads(frames[-2][1])["result"]
+    assert [(image["dataInStream"], "data" in image["image"]) for image in result["images"]] == [(True, False)] * 2
 
 
 async def test_invalid_create_ad_over_http_is_400_with_error_info_and_field_violations(

@@ -26,14 +26,8 @@ LABEL = ContentLabel(SourceType.GENERATED, "flux2-klein-4b", 1, "strawberries")
 RED, WHITE = (255, 0, 0), (255, 255, 255)
 
 
-def _encoded(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG")
-    return buffer.getvalue()
-
-
 def _delivered(render: Image.Image, size: Size) -> Image.Image:
-    image = deliver(_encoded(render), size, image_pb2.IMAGE_FORMAT_PNG, LABEL)
+    image = deliver(render, size, image_pb2.IMAGE_FORMAT_PNG, LABEL).image
     return Image.open(io.BytesIO(image.data)).convert("RGB")
 
 

@@ -8,7 +8,7 @@ from PIL import Image, ImageChops
 
 from adgen.ad.v1 import ad_service_pb2 as ad_pb
 from adgen.ad.v1 import ad_service_pb2_grpc as ad_grpc
-from adgen.type.v1 import ad_pb2
+from adgen.type.v1 import ad_pb2, image_pb2
 from adgen_orchestrator.ad_pipeline import AI_DISCLOSURE_LINE
 from adgen_orchestrator.overlay import Box, safe_zone_for
 from tests.integration.orchestrator.conftest import FakeStack
@@ -25,6 +25,7 @@ def _story(*, overlay_headline: bool = False, ai_disclosure: bool = False) -> ad
         width=270,
         height=480,
         seed=1,
+        output_format=image_pb2.IMAGE_FORMAT_PNG,  # Lossless: any changed pixel is drawn text.
         overlay_headline=overlay_headline,
         ai_disclosure=ai_disclosure,
     )
@@ -85,7 +86,7 @@ async def test_ai_disclosure_adds_the_caption_line_and_a_badge_in_the_bottom_cor
 async def test_edit_ad_with_ai_disclosure_badges_the_photo_at_its_original_size(
     ad_stub: ad_grpc.AdServiceAsyncStub,
 ) -> None:
-    request = ad_pb.EditAdRequest(instruction="밝게 해줘", ai_disclosure=True)
+    request = ad_pb.EditAdRequest(instruction="밝게 해줘", ai_disclosure=True, output_format=image_pb2.IMAGE_FORMAT_PNG)
     request.image.data = png(300, 200)
     edited = await ad_stub.EditAd(request)
     plain = Image.new("RGB", (300, 200), "red")  # The fake edit output, resized back to the original size.

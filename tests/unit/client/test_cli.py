@@ -189,3 +189,40 @@ async def test_facts_caption_length_and_emoji_level_reach_the_request(
 def test_malformed_facts_are_a_usage_error(tmp_path: Path, bad: list[str]) -> None:
     result = CliRunner().invoke(app, ["create", "딸기", "--out", str(tmp_path / "ad"), "--facts", *bad])
     assert result.exit_code == 2 and "--facts" in result.stderr
+
+
+async def test_an_unset_format_leaves_the_choice_to_the_server_but_a_product_ad_asks_for_png(
+    fake_ad_server: FakeServer, tmp_path: Path
+) -> None:
+    product = tmp_path / "juice.png"
+    product.write_bytes(image_of(40, 60, image_pb2.IMAGE_FORMAT_PNG).data)
+    plain = await _invoke("create", "딸기 주스", "--out", str(tmp_path / "a"), "--target", fake_ad_server.target)
+    with_product = await _invoke(
+        "create", "딸기 주스", "--out", str(tmp_path / "b"), "--product", str(product),
+        "--target", fake_ad_server.target,
+    )  # fmt: skip
+    assert plain.exit_code == 0, plain.output
+    assert with_product.exit_code == 0, with_product.output
+    formats = [request.output_format for request, _, _ in fake_ad_server.service.seen]  # type: ignore[attr-defined]
+    assert formats == [image_pb2.IMAGE_FORMAT_UNSPECIFIED, image_pb2.IMAGE_FORMAT_PNG]
+
+
+async def test_brand_pairs_become_the_request_brand_kit_and_its_errors_name_the_option(
+    fake_ad_server: FakeServer, tmp_path: Path
+) -> None:
+    logo = tmp_path / "logo.png"
+    buffer = io.BytesIO()
+    Image.new("RGBA", (32, 16), (200, 30, 60, 128)).save(buffer, format="PNG")
+    logo.write_bytes(buffer.getvalue())
+    result = await _invoke(
+        "create", "딸기 주스", "--out", str(tmp_path / "ad"), "--brand", "name=하루카페", "--brand", f"logo={logo}",
+        "--brand", "primary_color=#102030", "--brand", "accent_color=#F0E0D0", "--target", fake_ad_server.target,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    request, _, _ = fake_ad_server.service.seen[0]
+    kit = request.brand  # type: ignore[attr-defined]
+    assert (kit.name, kit.primary_color, kit.accent_color) == ("하루카페", "#102030", "#F0E0D0")
+    assert kit.logo.data == logo.read_bytes()
+    assert option_name("brand.primary_color") == "--brand primary_color"
+    refused = await _invoke("create", "딸기 주스", "--out", str(tmp_path / "b"), "--brand", "colour=#000000")
+    assert refused.exit_code == 2 and "--brand" in refused.output

@@ -111,6 +111,15 @@ async def test_queue_full_is_retried_after_the_retry_info_delay_until_it_succeed
     assert all(DELAY_S <= gap < DELAY_S * 1.1 + 0.25 for gap in scripted.gaps)
 
 
+async def test_rate_limited_is_retried_after_its_retry_info_delay_like_queue_full(scripted: Scripted) -> None:
+    rate_limited = ResourceExhausted(_R.ERROR_REASON_RATE_LIMITED, "Too many requests.", retry_after_s=DELAY_S)
+    scripted.expect(rate_limited, None)
+    async with AsyncAdGenClient(scripted.target, timeout=30) as client:
+        ad = await client.create_ad("딸기")
+    assert ad.model_id == "flux2-klein-4b" and len(scripted.service.attempts) == 2
+    assert DELAY_S <= scripted.gaps[0] < DELAY_S * 1.1 + 0.25
+
+
 async def test_the_blocking_client_retries_the_same_way(scripted: Scripted) -> None:
     scripted.expect(queue_full(), None)
 

@@ -14,7 +14,7 @@ EXAMPLE = Path(__file__).with_name("readme_example.py")
 
 def _sdk_example_in_readme() -> str:
     blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(encoding="utf-8"), flags=re.DOTALL)
-    (example,) = [block for block in blocks if "AdGenClient(" in block]
+    (example,) = [block for block in blocks if "create_ad_and_wait(" in block]
     return str(example)
 
 

@@ -47,8 +47,7 @@ def test_png_text_chunks_name_the_model_seed_and_prompt() -> None:
         assert image.info["Software"] == "AdGen"
 
 
-# The seam has no production caller (encode_labelled always gets the default). It is kept, with this test,
-# only while C2PA signing is planned; remove both together if it is not.
+# The signer runs last, on the finished file's bytes: C2paSigner (test_c2pa.py) hashes exactly these.
 def test_signer_seam_receives_the_encoded_bytes() -> None:
     received: list[tuple[bytes, str, ContentLabel]] = []
 

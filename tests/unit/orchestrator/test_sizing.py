@@ -27,12 +27,14 @@ def test_placements_deliver_instagram_sizes(placement: ad_pb2.Placement.ValueTyp
     ("delivered", "generated"),
     [
         (Size(1080, 1080), Size(1088, 1088)),
-        (Size(1080, 1350), Size(1088, 1360)),  # exactly 4:5
-        (Size(1080, 1920), Size(1088, 1936)),
+        (Size(1080, 1350), Size(1088, 1360)),
+        (Size(1080, 1920), Size(1088, 1920)),
         (Size(512, 512), Size(512, 512)),  # already legal: unchanged
+        (Size(777, 1333), Size(784, 1344)),
     ],
 )
-def test_generation_size_is_the_nearest_legal_size_with_the_same_aspect(delivered: Size, generated: Size) -> None:
+def test_generation_size_rounds_each_side_up_to_the_models_multiple(delivered: Size, generated: Size) -> None:
+    # The render covers the delivered frame by less than a step a side, so a centre crop cuts it exactly.
     assert generation_size(delivered, FLUX) == generated
 
 
@@ -54,8 +56,13 @@ def test_large_deliverables_are_generated_within_the_model_maximum_keeping_the_a
     assert size == Size(1024, 1024)
 
 
-def test_aspect_error_stays_under_one_percent_for_every_placement() -> None:
+def test_every_placement_is_rendered_covering_its_size_by_under_one_step_a_side() -> None:
     for placement in (ad_pb2.PLACEMENT_FEED_SQUARE, ad_pb2.PLACEMENT_FEED_PORTRAIT, ad_pb2.PLACEMENT_STORY):
         delivered = placement_size(placement)
         generated = generation_size(delivered, FLUX)
-        assert abs(generated.aspect / delivered.aspect - 1) < 0.01
+        assert 0 <= generated.width - delivered.width < FLUX.multiple
+        assert 0 <= generated.height - delivered.height < FLUX.multiple
+
+
+def test_a_shape_beyond_the_models_sides_falls_back_to_the_nearest_aspect() -> None:
+    assert generation_size(Size(2048, 64), FLUX) == Size(2048, 256)

@@ -34,7 +34,7 @@ def test_create_defaults_are_filled_in() -> None:
     spec = parse_create_request(_create(), default_model_id="flux2-klein-4b", request_id="rid")
     assert spec.size == Size(1080, 1080) and spec.placement == ad_pb2.PLACEMENT_FEED_SQUARE
     assert spec.variant_count == 1 and spec.model_id == "flux2-klein-4b"
-    assert spec.output_format == image_pb2.IMAGE_FORMAT_PNG and spec.tone == ad_pb2.TONE_FRIENDLY
+    assert spec.output_format == image_pb2.IMAGE_FORMAT_JPEG and spec.tone == ad_pb2.TONE_FRIENDLY
     assert spec.request_id == "rid" and 0 <= spec.seed < 2**32 and spec.num_inference_steps is None
 
 
@@ -67,6 +67,12 @@ def test_variant_seeds_count_up_and_wrap_at_64_bits() -> None:
         ({"num_inference_steps": 0}, ["num_inference_steps"], error_reason_pb2.ERROR_REASON_INVALID_ARGUMENT),
         ({"placement": 42}, ["placement"], error_reason_pb2.ERROR_REASON_INVALID_ARGUMENT),
         ({"output_format": 42}, ["output_format"], error_reason_pb2.ERROR_REASON_INVALID_ARGUMENT),
+        # Raw pixels travel only between services: a delivered file always carries its AI label.
+        (
+            {"output_format": image_pb2.IMAGE_FORMAT_RAW_RGB},
+            ["output_format"],
+            error_reason_pb2.ERROR_REASON_INVALID_ARGUMENT,
+        ),
         (
             {"keyword": " ", "width": 10, "height": 10, "tone": 99},
             ["keyword", "width", "height", "tone"],
@@ -95,6 +101,18 @@ def test_edit_keeps_the_photo_bytes_and_reads_its_size() -> None:
     )
     assert spec.photo.data == data and spec.photo.size == Size(120, 90)
     assert spec.instruction == "밝게" and spec.seed is None and spec.model_id == "qwen"
+    assert spec.output_format == image_pb2.IMAGE_FORMAT_JPEG
+
+
+def test_edit_refuses_raw_rgb_as_its_output_format() -> None:
+    request = ad_pb.EditAdRequest(
+        image=image_pb2.Image(data=png(16, 16)), instruction="밝게", output_format=image_pb2.IMAGE_FORMAT_RAW_RGB
+    )
+    with pytest.raises(InvalidArgument) as raised:
+        parse_edit_request(
+            request, default_model_id="qwen", request_id="r", max_input_bytes=1_000_000, max_input_pixels=1_000_000
+        )
+    assert [v.field for v in raised.value.field_violations] == ["output_format"]
 
 
 def test_edit_turns_an_exif_rotated_photo_upright() -> None:

@@ -14,7 +14,7 @@ from PIL import Image
 
 from adgen.ad.v1 import ad_service_pb2 as ad_pb
 from adgen.ad.v1 import ad_service_pb2_grpc as ad_grpc
-from adgen.type.v1 import error_reason_pb2, image_pb2, progress_pb2
+from adgen.type.v1 import ad_pb2, error_reason_pb2, image_pb2, progress_pb2
 from adgen_orchestrator.imaging import read_photo
 from adgen_runtime.errors import BadField, ResourceExhausted, ServiceError, invalid_fields
 from adgen_runtime.photos import InvalidImageError
@@ -25,6 +25,8 @@ BUSY_KEYWORD = "바쁜 시간"
 BROKEN_INSTRUCTION = "깨진 사진"
 TOO_LARGE_INSTRUCTION = "너무 큰 사진"
 STEPS = 2
+# The fake's image heights by placement at 96 pixels wide: 1:1, 4:5, 9:16.
+PLACEMENT_HEIGHTS = {ad_pb2.PLACEMENT_FEED_SQUARE: 96, ad_pb2.PLACEMENT_FEED_PORTRAIT: 120, ad_pb2.PLACEMENT_STORY: 170}
 
 
 def png_of(width: int, height: int, color: str) -> bytes:
@@ -85,15 +87,17 @@ class ScriptedAdService(ad_grpc.AdServiceServicer):
         yield ad_pb.StreamCreateAdResponse(copy=copy)
         images = []
         for index in range(ask.variant_count or 1):
-            for progress in _job_progress():
-                yield ad_pb.StreamCreateAdResponse(
-                    progress=ad_pb.VariantProgress(variant_index=index, progress=progress)
+            for placement in ask.placements or [ask.placement or ad_pb2.PLACEMENT_FEED_SQUARE]:
+                for progress in _job_progress():
+                    yield ad_pb.StreamCreateAdResponse(
+                        progress=ad_pb.VariantProgress(variant_index=index, progress=progress)
+                    )
+                width, height = ask.width or 96, ask.height or PLACEMENT_HEIGHTS[placement]
+                image = ad_pb.AdImage(
+                    variant_index=index, image=_image(width, height, "red"), seed=index, placement=placement
                 )
-            image = ad_pb.AdImage(
-                variant_index=index, image=_image(ask.width or 96, ask.height or 96, "red"), seed=index
-            )
-            images.append(image)
-            yield ad_pb.StreamCreateAdResponse(image=image)
+                images.append(image)
+                yield ad_pb.StreamCreateAdResponse(image=image)
         result = ad_pb.CreateAdResponse(
             copy=copy, images=images, model_id="tiny", num_inference_steps=STEPS, request_id=ask.request_id
         )

@@ -41,7 +41,8 @@ def _download_labels(app: AppTest) -> list[str]:
 def test_page_opens_in_create_mode_with_korean_labels(page: AppTest) -> None:
     assert page.radio(key="mode").value == "광고 만들기"
     assert page.text_input(key="keyword").label == "상품 키워드"
-    assert not page.file_uploader
+    # Create mode's one uploader is the optional product photos'.
+    assert [uploader.label.startswith("상품 사진 (선택") for uploader in page.file_uploader] == [True]
 
 
 def test_mode_switch_shows_the_photo_upload_form(page: AppTest) -> None:
