@@ -9,7 +9,7 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -41,6 +41,8 @@ _LOGGER = logging.getLogger(__name__)
 _Event = TypeVar("_Event")
 
 STATUS_DETAILS_METADATA_KEY = "grpc-status-details-bin"
+# GenerateCopyRequest fields that CreateAdRequest carries under another path.
+_COPY_FIELDS_OF_CREATE_AD = {"brand_name": "brand.name"}
 # The diffusion service's stream requests wrap the job in `request`; its violations start so.
 _STREAM_REQUEST_PREFIX = "request."
 _R = error_reason_pb2
@@ -127,12 +129,19 @@ def rich_status(error: aio.AioRpcError) -> status_pb2.Status | None:
 
 
 def map_downstream_error(
-    service: str, error: aio.AioRpcError, request_id: str, *, downstream_prefix: str = "", caller_prefix: str = ""
+    service: str,
+    error: aio.AioRpcError,
+    request_id: str,
+    *,
+    downstream_prefix: str = "",
+    caller_prefix: str = "",
+    caller_fields: Mapping[str, str] | None = None,
 ) -> ServiceError:
     """The status our caller gets for a failed downstream call: never UNKNOWN, never internal text.
 
     Field violations are renamed from the downstream request's layout (`downstream_prefix`)
-    to the caller's (`caller_prefix`), so they name fields the caller sent.
+    to the caller's (`caller_prefix`), so they name fields the caller sent; `caller_fields` names the
+    downstream fields the caller knows by another path (the copywriter's `brand_name` is `brand.name`).
     """
     code = error.code()
     status = rich_status(error)
@@ -140,7 +149,7 @@ def map_downstream_error(
     if code in _PASSED_THROUGH and status is not None and info is not None:
         info.metadata["service"] = service
         _replace_error_info(status, info)
-        _rename_violated_fields(status, downstream_prefix, caller_prefix)
+        _rename_violated_fields(status, downstream_prefix, caller_prefix, caller_fields or {})
         return DownstreamError(code, status, _reason_value(info.reason), service)
     downstream = {"service": service}
     if info is not None:
@@ -185,17 +194,20 @@ def _replace_error_info(status: status_pb2.Status, info: error_details_pb2.Error
             return
 
 
-def _rename_violated_fields(status: status_pb2.Status, downstream_prefix: str, caller_prefix: str) -> None:
+def _rename_violated_fields(
+    status: status_pb2.Status, downstream_prefix: str, caller_prefix: str, caller_fields: Mapping[str, str]
+) -> None:
     """Renames the violated fields, in the BadRequest and in the message that names them, from the
     downstream request's layout to the caller's."""
-    if downstream_prefix == caller_prefix:
+    if downstream_prefix == caller_prefix and not caller_fields:
         return
     renamed: dict[str, str] = {}
     for detail in status.details:
         bad = error_details_pb2.BadRequest()
         if detail.Unpack(bad):
             for violation in bad.field_violations:
-                caller_field = caller_prefix + violation.field.removeprefix(downstream_prefix)
+                field_path = violation.field.removeprefix(downstream_prefix)
+                caller_field = caller_prefix + caller_fields.get(field_path, field_path)
                 renamed[violation.field] = caller_field
                 violation.field = caller_field
             detail.Pack(bad)
@@ -232,12 +244,19 @@ def _reason_value(reason: str) -> Reason:
 
 
 @contextmanager
-def _mapped_errors(service: str, budget: CallBudget, downstream_prefix: str = "") -> Iterator[None]:
+def _mapped_errors(
+    service: str, budget: CallBudget, downstream_prefix: str = "", caller_fields: Mapping[str, str] | None = None
+) -> Iterator[None]:
     try:
         yield
     except aio.AioRpcError as error:
         raise map_downstream_error(
-            service, error, budget.request_id, downstream_prefix=downstream_prefix, caller_prefix=budget.field_prefix
+            service,
+            error,
+            budget.request_id,
+            downstream_prefix=downstream_prefix,
+            caller_prefix=budget.field_prefix,
+            caller_fields=caller_fields,
         ) from None
 
 
@@ -297,7 +316,7 @@ class CopywriterClient:
 
     async def generate_copy(self, request: cw_pb.GenerateCopyRequest, budget: CallBudget) -> cw_pb.GenerateCopyResponse:
         await _connected(self._channel, self.SERVICE, budget, self._timeout_s, self._connect_wait_s)
-        with _mapped_errors(self.SERVICE, budget):
+        with _mapped_errors(self.SERVICE, budget, caller_fields=_COPY_FIELDS_OF_CREATE_AD):
             return await self._stub.GenerateCopy(request, **_call_options(self.SERVICE, budget, self._timeout_s))
 
     async def write_edit_instruction(

@@ -66,6 +66,18 @@ def test_field_violations_are_renamed_from_the_downstream_request_to_the_callers
     assert fields == {"": ["num_inference_steps"], "request.": ["request.num_inference_steps"]}
 
 
+def test_a_copywriter_field_the_caller_sent_under_another_path_is_named_by_the_callers_path() -> None:
+    sent = invalid_fields([BadField("brand_name", "makes a banned claim")], _R.ERROR_REASON_BANNED_CLAIM)
+    error = _aio_error(grpc.StatusCode.INVALID_ARGUMENT, sent.message, sent)
+    mapped = map_downstream_error(
+        "copywriter", error, "r", caller_prefix="request.", caller_fields={"brand_name": "brand.name"}
+    )
+    bad = error_details_pb2.BadRequest()
+    assert any(detail.Unpack(bad) for detail in _details_of(mapped))
+    assert [violation.field for violation in bad.field_violations] == ["request.brand.name"]
+    assert "request.brand.name" in mapped.to_status().details and "brand_name" not in mapped.to_status().details
+
+
 def test_resource_exhausted_keeps_retry_info() -> None:
     sent = ResourceExhausted(_R.ERROR_REASON_QUEUE_FULL, "queue full", retry_after_s=1.5)
     mapped = map_downstream_error("diffusion", _aio_error(grpc.StatusCode.RESOURCE_EXHAUSTED, "queue full", sent), "r")
