@@ -111,8 +111,8 @@ Format = Annotated[
     FormatChoice | None,
     typer.Option(
         "--format",
-        help="Format of the written image files. Unset: the server's default, JPEG (PNG with --product, so a "
-        "cut-out product stays pixel for pixel).",
+        help="Format of the written image files. Unset: the server's default, JPEG (PNG for a cut-out --product, "
+        "so the product stays pixel for pixel).",
     ),
 ]
 RequestId = Annotated[
@@ -215,7 +215,7 @@ def create(
             variant_count=variants,
             seed=seed,
             tone=tone.value if tone else None,
-            output_format=_create_format(image_format, bool(product)),
+            output_format=image_format.value if image_format else None,
             width=width,
             height=height,
             num_inference_steps=steps,
@@ -477,14 +477,6 @@ def _write_ad(
     manifest_path = out / "ad.json"
     manifest_path.write_text(json.dumps(manifest, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     return [*paths, manifest_path]
-
-
-def _create_format(chosen: FormatChoice | None, with_product: bool) -> str | None:
-    """The chosen format; unset, PNG for a product ad (JPEG would recompress the product's own pixels), else the
-    server's default."""
-    if chosen is not None:
-        return chosen.value
-    return FormatChoice.PNG.value if with_product else None
 
 
 def _format_name(image_format: image_pb2.ImageFormat.ValueType) -> str:

@@ -182,8 +182,6 @@ def create_options(request: CreateInput, settings: WebSettings, request_id: str)
         options["placements"] = list(request.placements)
     if request.product_photos:
         options["product_photos"] = list(request.product_photos)
-        # Lossless, so a cut-out product in the downloaded file is exactly the uploaded one (JPEG would alter it).
-        options["output_format"] = "png"
     # An explicit size overrides one placement; several placements are each delivered at their own size.
     if settings.image_width and settings.image_height and len(request.placements) == 1:
         options["width"], options["height"] = settings.image_width, settings.image_height

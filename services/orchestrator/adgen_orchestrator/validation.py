@@ -27,6 +27,8 @@ _INVALID = error_reason_pb2.ERROR_REASON_INVALID_ARGUMENT
 # Unspecified output_format: JPEG q95 4:2:0 (provenance.JPEG_OPTIONS), the fastest to encode, about a tenth of
 # PNG's bytes, and what Instagram recompresses every upload to anyway (bench/image_encode.py has the figures).
 DEFAULT_OUTPUT_FORMAT = image_pb2.IMAGE_FORMAT_JPEG
+# Unspecified, for an ad with a cut-out product photo: lossless, so the product's pixels stay the merchant's.
+PRODUCT_OUTPUT_FORMAT = image_pb2.IMAGE_FORMAT_PNG
 _R = error_reason_pb2
 
 
@@ -162,7 +164,8 @@ def parse_create_request(
         seed=request.seed if request.HasField("seed") else random.randint(0, MAX_SEED),
         model_id=request.model_id or (preferred_models or {}).get(request.quality_preference) or default_model_id,
         size=targets[0].size,
-        output_format=request.output_format or DEFAULT_OUTPUT_FORMAT,
+        output_format=request.output_format
+        or (PRODUCT_OUTPUT_FORMAT if any(product.cut_out for product in products) else DEFAULT_OUTPUT_FORMAT),
         facts=request.facts,
         caption_length=request.caption_length,
         emoji_level=request.emoji_level,

@@ -26,8 +26,7 @@ async def test_a_cut_out_product_is_unchanged_pixel_for_pixel_in_feed_portrait_a
             placements=["feed-square", "feed-portrait", "story"],
             num_inference_steps=2,
             seed=21,
-            output_format="png",
-        )
+        )  # No output_format: a cut-out product ad is written as PNG by default.
     # FLUX.2 klein's reference-image edit drew each scene (the default text-to-image model can edit).
     assert ad.model_id == "flux2-klein-4b"
     assert [image.placement for image in ad.images] == [

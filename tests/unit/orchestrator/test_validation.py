@@ -13,6 +13,7 @@ from adgen_orchestrator.sizing import Size
 from adgen_orchestrator.validation import parse_create_request, parse_edit_request
 from adgen_runtime.errors import InvalidArgument
 from tests.support.orchestrator_fakes import png
+from tests.support.product_photos import cut_out_png, opaque_jpeg
 
 
 def _create(**fields: object) -> ad_pb.CreateAdRequest:
@@ -28,6 +29,22 @@ def _edit(data: bytes, instruction: str = "밝게", *, max_pixels: int = 10_000_
     return parse_edit_request(
         request, default_model_id="qwen", request_id="rid", max_input_bytes=1_000_000, max_input_pixels=max_pixels
     )
+
+
+@pytest.mark.parametrize(
+    ("photo", "chosen", "expected"),
+    [
+        (cut_out_png(), image_pb2.IMAGE_FORMAT_UNSPECIFIED, image_pb2.IMAGE_FORMAT_PNG),
+        (opaque_jpeg(), image_pb2.IMAGE_FORMAT_UNSPECIFIED, image_pb2.IMAGE_FORMAT_JPEG),
+        (cut_out_png(), image_pb2.IMAGE_FORMAT_WEBP, image_pb2.IMAGE_FORMAT_WEBP),
+    ],
+)
+def test_an_unset_format_is_png_for_a_cut_out_product_and_jpeg_otherwise(
+    photo: bytes, chosen: image_pb2.ImageFormat.ValueType, expected: image_pb2.ImageFormat.ValueType
+) -> None:
+    request = _create(product_photos=[image_pb2.Image(data=photo)], output_format=chosen)
+    spec = parse_create_request(request, default_model_id="flux2-klein-4b", request_id="rid")
+    assert spec.output_format == expected
 
 
 def test_create_defaults_are_filled_in() -> None:

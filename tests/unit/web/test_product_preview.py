@@ -75,7 +75,7 @@ def test_several_placements_and_product_photos_reach_the_request_and_show_side_b
     sent = fake_ad_service.servicer.create_requests[-1]
     assert list(sent.placements) == [ad_pb2.PLACEMENT_FEED_SQUARE, ad_pb2.PLACEMENT_STORY]
     assert [photo.data for photo in sent.product_photos] == photos
-    assert sent.output_format == image_pb2.IMAGE_FORMAT_PNG  # Lossless, so the product stays exact.
+    assert sent.output_format == image_pb2.IMAGE_FORMAT_UNSPECIFIED  # The server picks PNG for a cut-out product.
     # Each placement keeps its own size: the demo size setting applies to one placement only.
     assert (sent.width, sent.height) == (0, 0)
     images = list(page.get("image"))

@@ -115,7 +115,8 @@ class CreateAdRequest(_message.Message):
     """Explicit output height in pixels (64 to 2048), overriding the placement. 0 uses the placement."""
     output_format: _image_pb2.ImageFormat.ValueType
     """Format of the output files: PNG, JPEG or WebP. Unspecified means JPEG (quality 95, 4:2:0), the fastest
-    to encode and what Instagram recompresses to anyway; PNG stays lossless. RAW_RGB is refused.
+    to encode and what Instagram recompresses to anyway, except for an ad with a cut-out product photo,
+    which is PNG so the product's pixels stay exact. PNG stays lossless. RAW_RGB is refused.
     """
     caption_length: _ad_pb2.CaptionLength.ValueType
     """Length budget of the caption."""

@@ -84,7 +84,8 @@ export type CreateAdRequest = Message<"adgen.ad.v1.CreateAdRequest"> & {
 
   /**
    * Format of the output files: PNG, JPEG or WebP. Unspecified means JPEG (quality 95, 4:2:0), the fastest
-   * to encode and what Instagram recompresses to anyway; PNG stays lossless. RAW_RGB is refused.
+   * to encode and what Instagram recompresses to anyway, except for an ad with a cut-out product photo,
+   * which is PNG so the product's pixels stay exact. PNG stays lossless. RAW_RGB is refused.
    *
    * @generated from field: adgen.type.v1.ImageFormat output_format = 9;
    */
