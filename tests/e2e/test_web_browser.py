@@ -126,7 +126,11 @@ async def test_browser_creates_an_ad_and_shows_the_generated_image(web_app: str,
             assert await page.evaluate("document.documentElement.lang") == "ko"
             await page.get_by_text("사진 편집", exact=True).click()
             # The create form (with its own product photo uploader) is gone once the edit form replaced it.
+            # Streamlit drops the old form's elements only when the rerun ends, one by one, so wait for each.
             await expect(page.get_by_role("textbox", name="상품 키워드")).to_have_count(0)
+            uploaders = page.locator('[data-testid="stFileUploader"]')
+            await expect(uploaders).to_have_count(1)
+            await expect(page.get_by_role("region", name="상품 사진 (선택", exact=False)).to_have_count(0)
             instructions = page.locator('[data-testid="stFileUploaderDropzoneInstructions"]')
             await expect(instructions).to_have_text("최대 20MB • PNG, JPG, WEBP")
             await expect(page.locator('[data-testid="stFileUploaderDropzone"] button')).to_contain_text("사진 올리기")
