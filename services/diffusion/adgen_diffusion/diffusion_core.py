@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import TypeVar
 
 from PIL import Image
@@ -22,7 +23,7 @@ from adgen_diffusion.memory import MemoryReport
 from adgen_diffusion.planner import PlanDecision
 from adgen_diffusion.proto_mapping import (
     duration,
-    generated_images,
+    fill_result,
     generation_info,
     mapped_errors,
     memory_proto,
@@ -45,8 +46,19 @@ def _require_admin_for_priority(prepared: PreparedJob) -> None:
         require_role(Role.ADMIN, "A priority above 0")
 
 
-# Images and the facts about them, as both the unary and the streaming responses carry them.
-_Result = tuple[list[pb.GeneratedImage], pb.GenerationInfo]
+@dataclass(frozen=True)
+class JobResult:
+    """A finished job's images (files or raw pixels), their seeds and the facts about them."""
+
+    encoded: list[EncodedImage]
+    seeds: list[int]
+    info: pb.GenerationInfo
+
+    def write_to(self, result: pb.GenerateResponse | pb.EditResponse) -> None:
+        """Fills the unary response, or the stream's result, in place (see proto_mapping.fill_result)."""
+        fill_result(result, self.encoded, self.seeds, self.info)
+
+
 # Turns one output image into its file (or raw pixels) in a named format.
 Encoder = Callable[[Image.Image, str], EncodedImage]
 
@@ -160,7 +172,7 @@ class DiffusionCore:
 
     # ----- run -----
 
-    async def stream(self, prepared: PreparedJob, cancel: threading.Event) -> AsyncIterator[Progress | _Result]:
+    async def stream(self, prepared: PreparedJob, cancel: threading.Event) -> AsyncIterator[Progress | JobResult]:
         """Progress events as they happen, then the result; closing the stream cancels the job."""
         events: asyncio.Queue[Progress] = asyncio.Queue()
         task = asyncio.ensure_future(self.execute(prepared, cancel, events.put_nowait))
@@ -189,7 +201,7 @@ class DiffusionCore:
 
     async def execute(
         self, prepared: PreparedJob, cancel: threading.Event, on_progress: ProgressSink | None
-    ) -> _Result:
+    ) -> JobResult:
         """Runs the job; setting `cancel` stops it at the next step."""
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -202,7 +214,7 @@ class DiffusionCore:
             self._encoder_pool, self._encode_all, output.images, prepared.output_format
         )
         info = generation_info(output, queue_s=done.queue_s, encode_s=encode_s, total_s=loop.time() - started)
-        return generated_images(encoded, output.seeds), info
+        return JobResult(encoded, output.seeds, info)
 
     def _encode_all(self, images: list[Image.Image], output_format: str) -> tuple[list[EncodedImage], float]:
         """The job's images in `output_format`, and the seconds it took (0 for raw pixels: nothing is encoded)."""

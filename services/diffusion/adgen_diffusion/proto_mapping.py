@@ -108,20 +108,22 @@ def plan_proto(decision: PlanDecision) -> pb.MemoryPlan:
     )
 
 
-def generated_images(encoded: list[EncodedImage], seeds: list[int]) -> list[pb.GeneratedImage]:
-    return [
-        pb.GeneratedImage(
-            image=image_pb2.Image(
-                data=e.data,
-                format=image_pb2.ImageFormat.Value(f"IMAGE_FORMAT_{e.format.upper()}"),
-                width=e.width,
-                height=e.height,
-                stride=e.stride,
-            ),
-            seed=seed,
-        )
-        for e, seed in zip(encoded, seeds, strict=True)
-    ]
+def fill_result(
+    result: pb.GenerateResponse | pb.EditResponse,
+    encoded: list[EncodedImage],
+    seeds: list[int],
+    info: pb.GenerationInfo,
+) -> None:
+    """Writes a job's images and info into the response that is sent, in place: building the images apart and
+    passing them in would deep-copy each image's bytes once per enclosing message (megabytes of raw pixels)."""
+    for e, seed in zip(encoded, seeds, strict=True):
+        generated = result.images.add(seed=seed)
+        generated.image.data = e.data
+        generated.image.format = image_pb2.ImageFormat.Value(f"IMAGE_FORMAT_{e.format.upper()}")
+        generated.image.width = e.width
+        generated.image.height = e.height
+        generated.image.stride = e.stride
+    result.info.CopyFrom(info)
 
 
 def generation_info(output: JobOutput, *, queue_s: float, encode_s: float, total_s: float) -> pb.GenerationInfo:

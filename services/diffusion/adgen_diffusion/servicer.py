@@ -34,8 +34,9 @@ class DiffusionServicer(pb_grpc.DiffusionServiceServicer):
 
     async def Generate(self, request: pb.GenerateRequest, context: Context) -> pb.GenerateResponse:
         prepared = await self.core.prepare_generate_job(request, prefix="")
-        images, info = await self.core.execute(prepared, _cancel_when_done(context), None)
-        return pb.GenerateResponse(images=images, info=info)
+        response = pb.GenerateResponse()
+        (await self.core.execute(prepared, _cancel_when_done(context), None)).write_to(response)
+        return response
 
     async def StreamGenerate(
         self, request: pb.StreamGenerateRequest, context: Context
@@ -45,12 +46,15 @@ class DiffusionServicer(pb_grpc.DiffusionServiceServicer):
             if isinstance(event, Progress):
                 yield pb.StreamGenerateResponse(progress=progress_proto(event))
             else:
-                yield pb.StreamGenerateResponse(result=pb.GenerateResponse(images=event[0], info=event[1]))
+                final = pb.StreamGenerateResponse()
+                event.write_to(final.result)
+                yield final
 
     async def Edit(self, request: pb.EditRequest, context: Context) -> pb.EditResponse:
         prepared = await self.core.prepare_edit_job(request, prefix="")
-        images, info = await self.core.execute(prepared, _cancel_when_done(context), None)
-        return pb.EditResponse(images=images, info=info)
+        response = pb.EditResponse()
+        (await self.core.execute(prepared, _cancel_when_done(context), None)).write_to(response)
+        return response
 
     async def StreamEdit(self, request: pb.StreamEditRequest, context: Context) -> AsyncIterator[pb.StreamEditResponse]:
         prepared = await self.core.prepare_edit_job(request.request, prefix="request.")
@@ -58,7 +62,9 @@ class DiffusionServicer(pb_grpc.DiffusionServiceServicer):
             if isinstance(event, Progress):
                 yield pb.StreamEditResponse(progress=progress_proto(event))
             else:
-                yield pb.StreamEditResponse(result=pb.EditResponse(images=event[0], info=event[1]))
+                final = pb.StreamEditResponse()
+                event.write_to(final.result)
+                yield final
 
 
 def _cancel_when_done(context: Context) -> threading.Event:

@@ -341,7 +341,7 @@ def _delivered(
     overlay: Overlay,
     signer: ContentSigner | None = None,
 ) -> Delivered:
-    return deliver(rendered_picture(rendered), size, image_format, label, overlay, signer)
+    return deliver(rendered_picture(rendered, fit_to=size), size, image_format, label, overlay, signer)
 
 
 def image_timings(job: df_pb.JobTimings, latency_s: float, encode_s: float) -> ad_pb.ImageTimings:

@@ -7,6 +7,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from PIL import Image
 
@@ -74,12 +75,15 @@ def read_photo(data: bytes, *, max_bytes: int, max_pixels: int) -> Photo:
     return Photo(buffer.getvalue(), size)
 
 
-def rendered_picture(image: image_pb2.Image) -> Image.Image:
+def rendered_picture(image: image_pb2.Image, fit_to: Size | None = None) -> Image.Image:
     """The pixels of a diffusion result: IMAGE_FORMAT_RAW_RGB taken as they are (no decode), after checking
     that width, height, stride and the byte count agree; any other format decoded. DownstreamImageError when
-    the image is not what it says."""
+    the image is not what it says.
+
+    With `fit_to`, a raw render that covers it by a grid step is read at its centre only: one copy of the
+    delivered pixels instead of the whole render and then its crop (what `deliver` would cut out anyway)."""
     if image.format == image_pb2.IMAGE_FORMAT_RAW_RGB:
-        return _raw_picture(image)
+        return _raw_picture(image, fit_to)
     try:
         with Image.open(io.BytesIO(image.data)) as generated:
             return generated.convert("RGB")
@@ -87,7 +91,7 @@ def rendered_picture(image: image_pb2.Image) -> Image.Image:
         raise DownstreamImageError(f"an undecodable {len(image.data)}-byte image") from error
 
 
-def _raw_picture(image: image_pb2.Image) -> Image.Image:
+def _raw_picture(image: image_pb2.Image, fit_to: Size | None) -> Image.Image:
     width, height, stride, size = image.width, image.height, image.stride, len(image.data)
     # The last row may stop at its pixels: the rows before it take `stride` bytes each.
     if (
@@ -97,7 +101,13 @@ def _raw_picture(image: image_pb2.Image) -> Image.Image:
         or not stride * (height - 1) + 3 * width <= size <= stride * height
     ):
         raise DownstreamImageError(f"raw RGB of {width}x{height}, stride {stride}, in {size} bytes")
-    return Image.frombuffer("RGB", (width, height), image.data, "raw", "RGB", stride, 1)
+    if fit_to is None or not _covers_closely(Size(width, height), fit_to):
+        return Image.frombuffer("RGB", (width, height), image.data, "raw", "RGB", stride, 1)
+    # The centre window's first pixel, then rows of `stride` bytes; Pillow reads only the window (and copies it).
+    left, top = (width - fit_to.width) // 2, (height - fit_to.height) // 2
+    window = memoryview(image.data)[top * stride + 3 * left :]
+    # Any buffer will do (Pillow's stubs name bytes): a memoryview slice copies nothing.
+    return Image.frombuffer("RGB", (fit_to.width, fit_to.height), cast(bytes, window), "raw", "RGB", stride, 1)
 
 
 def deliver(
@@ -144,7 +154,7 @@ def _fit(picture: Image.Image, size: Size) -> Image.Image:
     return picture.resize((size.width, size.height), Image.Resampling.LANCZOS)
 
 
-def _covers_closely(picture: Image.Image, size: Size) -> bool:
+def _covers_closely(picture: Image.Image | Size, size: Size) -> bool:
     return all(
         delivered <= rendered <= delivered * MAX_CROP
         for rendered, delivered in ((picture.width, size.width), (picture.height, size.height))

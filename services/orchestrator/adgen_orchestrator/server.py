@@ -167,9 +167,14 @@ def downstream_security(
 
 def main() -> None:
     """Console script `adgen-orchestrator`: settings from ADGEN_ORCHESTRATOR_* variables."""
+    from adgen_runtime.allocator import keep_image_buffers
     from adgen_runtime.settings import load_settings
 
-    run_service(load_settings(OrchestratorSettings), create_server)
+    settings = load_settings(OrchestratorSettings)
+    if settings.keep_image_buffers:
+        # Process-wide, so here at the process's start rather than in create_server (tests run many servers).
+        keep_image_buffers()
+    run_service(settings, create_server)
 
 
 if __name__ == "__main__":

@@ -9,9 +9,10 @@ import threading
 import pytest
 from PIL import Image
 
+from adgen.diffusion.v1 import diffusion_service_pb2 as pb
 from adgen.type.v1 import image_pb2
 from adgen_diffusion.config import DiffusionSettings
-from adgen_diffusion.diffusion_core import DiffusionCore
+from adgen_diffusion.diffusion_core import DiffusionCore, JobResult
 from adgen_diffusion.engine import DiffusionEngine, ImageJob, Progress, ProgressSink, Stage
 from adgen_diffusion.errors import JobCancelledError
 from adgen_diffusion.images import EncodedImage, encode_image
@@ -63,8 +64,8 @@ async def test_the_next_job_denoises_while_the_last_one_is_still_encoding(engine
         )
         # The first job's encode was still running (held until the second job denoised) when the second began.
         assert _HELD.overlapped == [True]
-        assert [len(images) for images, _ in results] == [1, 1]
-        first_timings = results[0][1].timings
+        assert [len(result.encoded) for result in results] == [1, 1]
+        first_timings = results[0].info.timings
         assert first_timings.encode.ToNanoseconds() > 0 and first_timings.decode.ToNanoseconds() > 0
     finally:
         worker.close()
@@ -76,8 +77,8 @@ async def test_raw_rgb_output_is_the_decoded_pixels_with_no_encode_time(engine: 
     core = DiffusionCore(worker, DiffusionSettings(tiny=True, device="cpu"))
     try:
         job = ImageJob("z-image-turbo", Task.TEXT_TO_IMAGE, "a latte", 96, 64, 2, 1.0, 4)
-        (raw,), raw_info = await core.execute(_prepared(job, "raw_rgb"), threading.Event(), None)
-        (png,), png_info = await core.execute(_prepared(job, "png"), threading.Event(), None)
+        (raw,), raw_info = _response(await core.execute(_prepared(job, "raw_rgb"), threading.Event(), None))
+        (png,), png_info = _response(await core.execute(_prepared(job, "png"), threading.Event(), None))
         assert (raw.image.format, raw.image.width, raw.image.height) == (image_pb2.IMAGE_FORMAT_RAW_RGB, 96, 64)
         assert raw.image.stride == 96 * 3 and len(raw.image.data) == 96 * 64 * 3
         assert raw.image.data == Image.open(io.BytesIO(png.image.data)).convert("RGB").tobytes()
@@ -86,6 +87,13 @@ async def test_raw_rgb_output_is_the_decoded_pixels_with_no_encode_time(engine: 
     finally:
         worker.close()
         core.close()
+
+
+def _response(result: JobResult) -> tuple[list[pb.GeneratedImage], pb.GenerationInfo]:
+    """The result as the servicer sends it."""
+    response = pb.GenerateResponse()
+    result.write_to(response)
+    return list(response.images), response.info
 
 
 def _prepared(job: ImageJob, output_format: str) -> PreparedJob:

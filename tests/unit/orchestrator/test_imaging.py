@@ -48,6 +48,23 @@ def test_a_raw_image_whose_last_row_stops_at_its_pixels_is_read() -> None:
     assert np.array_equal(np.asarray(rendered_picture(image)), pixels)
 
 
+@pytest.mark.parametrize(("padding", "last_row_cut"), [(0, False), (5, False), (5, True)])
+def test_a_raw_render_read_at_its_delivered_size_is_exactly_its_centre(padding: int, last_row_cut: bool) -> None:
+    pixels = _noise(105, 83)  # Within MAX_CROP of 100x80: deliver would centre-crop it.
+    image = _raw(pixels, padding)
+    if last_row_cut:
+        image.data = image.data[:-padding]
+    picture = rendered_picture(image, fit_to=Size(100, 80))
+    assert picture.size == (100, 80) and picture.mode == "RGB"
+    assert np.array_equal(np.asarray(picture), pixels[1:81, 2:102])  # (83 - 80) // 2 = 1 row, (105 - 100) // 2 = 2
+
+
+def test_a_raw_render_far_from_the_delivered_shape_is_read_whole_for_deliver_to_fit() -> None:
+    pixels = _noise(64, 16)
+    picture = rendered_picture(_raw(pixels), fit_to=Size(32, 32))
+    assert np.array_equal(np.asarray(picture), pixels)
+
+
 @pytest.mark.parametrize(
     ("width", "height", "stride", "size"),
     [
