@@ -92,7 +92,8 @@ def rendered_picture(image: image_pb2.Image, fit_to: Size | None = None) -> Imag
 
 
 def _raw_picture(image: image_pb2.Image, fit_to: Size | None) -> Image.Image:
-    width, height, stride, size = image.width, image.height, image.stride, len(image.data)
+    data = image.data  # Each read of a bytes field copies it out of the message: once only.
+    width, height, stride, size = image.width, image.height, image.stride, len(data)
     # The last row may stop at its pixels: the rows before it take `stride` bytes each.
     if (
         width <= 0
@@ -102,10 +103,10 @@ def _raw_picture(image: image_pb2.Image, fit_to: Size | None) -> Image.Image:
     ):
         raise DownstreamImageError(f"raw RGB of {width}x{height}, stride {stride}, in {size} bytes")
     if fit_to is None or not _covers_closely(Size(width, height), fit_to):
-        return Image.frombuffer("RGB", (width, height), image.data, "raw", "RGB", stride, 1)
+        return Image.frombuffer("RGB", (width, height), data, "raw", "RGB", stride, 1)
     # The centre window's first pixel, then rows of `stride` bytes; Pillow reads only the window (and copies it).
     left, top = (width - fit_to.width) // 2, (height - fit_to.height) // 2
-    window = memoryview(image.data)[top * stride + 3 * left :]
+    window = memoryview(data)[top * stride + 3 * left :]
     # Any buffer will do (Pillow's stubs name bytes): a memoryview slice copies nothing.
     return Image.frombuffer("RGB", (fit_to.width, fit_to.height), cast(bytes, window), "raw", "RGB", stride, 1)
 
