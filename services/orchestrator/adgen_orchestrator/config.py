@@ -66,7 +66,7 @@ class OrchestratorSettings(PhotoLimitSettings, ServerSettings):
         True,
         description="Keep freed image-sized buffers in the process for the next image (glibc malloc thresholds, "
         "Pillow's block cache) instead of returning them to the kernel, which would fault every page of every "
-        "image in again: on 2 cores 2-3 ms less per 1080x1350 JPEG and about 20 ms per PNG, for up to ~384 MiB "
+        "image in again: on 2 cores 3-10 ms less per 1080x1350 JPEG and 20-25 ms per PNG, for up to ~384 MiB "
         "kept. Set by `adgen-orchestrator` at start; false leaves the allocators' defaults.",
     )
     overlay_font_path: FilePath | None = Field(

@@ -3,8 +3,8 @@
 Each rendered image crosses the orchestrator as several fresh buffers of a few MiB: the gRPC message, Pillow's
 pixels, the crop, the encoder's output. By default glibc serves every allocation over its dynamic mmap threshold
 (128 KiB at start) with a fresh mmap and returns it to the kernel on free, and Pillow keeps no freed blocks, so each
-image faults all of its pages in again, zeroed by the kernel. On two shared cores that cost a 1080x1350 image 2-3 ms
-as JPEG and about 20 ms as PNG (bench/ad_latency.py, `processes-default-malloc` against `processes`). Keeping freed
+image faults all of its pages in again, zeroed by the kernel. On two shared cores that cost a 1080x1350 image 3-10 ms
+as JPEG and 20-25 ms as PNG (bench/ad_latency.py, `processes-default-malloc` against `processes`). Keeping freed
 buffers in the process for the next image removes it.
 
 Not for the diffusion service: weights pass through host memory while a model loads, and on the 16 GB seed box
