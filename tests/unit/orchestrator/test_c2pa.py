@@ -69,7 +69,7 @@ def test_generated_images_are_signed_and_verify_against_the_trusted_ca(
     assert created["softwareAgent"]["name"] == "flux2-klein-4b"
     assert created["parameters"] == {"model_id": "flux2-klein-4b", "seed": 1234}
     assert manifest["claim_generator_info"][0]["name"] == "AdGen"
-    assert manifest["signature_info"]["common_name"] == "AdGen Test Signer"
+    assert manifest["signature_info"]["common_name"] == "AdGen Development Claim Signer"
     # The XMP label is still there, and the file still decodes as the same picture.
     with Image.open(io.BytesIO(data)) as image:
         image.load()
