@@ -43,8 +43,8 @@ def write_secret(path: Path, data: bytes) -> None:
 
 
 def make_dev_secrets(out: Path, extra_names: tuple[str, ...] = ()) -> dict[str, str]:
-    """Writes the CA, each service's certificate and key, the keys file and the tokens into `out`; returns the
-    tokens by name (user, admin, orchestrator)."""
+    """Writes the CA, each service's certificate and key, the keys file, the tokens and the C2PA development
+    signer into `out`; returns the tokens by name (user, admin, orchestrator)."""
     out.mkdir(parents=True, exist_ok=True)
     out.chmod(0o700)
     ca = trustme.CA(organization_name="AdGen development")
