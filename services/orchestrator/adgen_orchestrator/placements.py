@@ -100,27 +100,21 @@ def diffusion_request(
 ) -> df_pb.GenerateRequest | df_pb.EditRequest:
     """The diffusion job of one planned image: text-to-image, or, with products, an edit of the placement's
     canvas (the products laid out on it) at the render size, asked to keep the products and draw the scene."""
+    request: df_pb.GenerateRequest | df_pb.EditRequest
     if planned.scene is None:
-        return df_pb.GenerateRequest(
-            model_id=model_id,
-            prompt=planned.prompt,
-            width=render_size.width,
-            height=render_size.height,
-            num_inference_steps=num_inference_steps,
-            seed=planned.seed,
-            image_count=1,
-            output_format=output_format,
-            request_id=request_id,
+        request = df_pb.GenerateRequest(prompt=planned.prompt)
+    else:
+        request = df_pb.EditRequest(
+            image=image_pb2.Image(data=planned.scene.reference_png, format=image_pb2.IMAGE_FORMAT_PNG),
+            instruction=scene_instruction(planned.prompt, planned.scene),
         )
-    return df_pb.EditRequest(
-        model_id=model_id,
-        image=image_pb2.Image(data=planned.scene.reference_png, format=image_pb2.IMAGE_FORMAT_PNG),
-        instruction=scene_instruction(planned.prompt, planned.scene),
-        width=render_size.width,
-        height=render_size.height,
-        num_inference_steps=num_inference_steps,
-        seed=planned.seed,
-        image_count=1,
-        output_format=output_format,
-        request_id=request_id,
-    )
+    # The fields both jobs share, named alike in both messages.
+    request.model_id = model_id
+    request.width, request.height = render_size.width, render_size.height
+    if num_inference_steps is not None:
+        request.num_inference_steps = num_inference_steps
+    request.seed = planned.seed
+    request.image_count = 1
+    request.output_format = output_format
+    request.request_id = request_id
+    return request
